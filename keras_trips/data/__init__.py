@@ -1,1 +1,27 @@
-"""keras_trips.data."""
+"""keras_trips.data: tf.data input pipelines for TRIPS.
+
+Every reader returns a batched `tf.data.Dataset` with static shapes
+(`drop_remainder=True`), ready for `model.fit`. Pre-training datasets yield a
+features dict only; task datasets yield `(features, targets)`:
+
+- features: `"images"` float32 `(B, H, W, 3)` CLIP-normalised (NLVR2:
+  `(B, 2, H, W, 3)`), `"token_ids"` int32 `(B, L)`, `"padding_mask"` bool
+  `(B, L)`; with MLM masking also `"mask_positions"`, `"mask_ids"` int32
+  `(B, P)` and `"mask_weights"` float32 `(B, P)`.
+- targets: VQA `answer_scores` float32 `(B, num_answers)`; NLVR2 `label`
+  int32 `(B,)`; RefCOCO `boxes` float32 `(B, 4)`, normalised xyxy in [0, 1].
+"""
+
+from keras_trips.data.captions import albef_json_dataset, coco_captions_dataset
+from keras_trips.data.image_ops import CLIP_MEAN, CLIP_STD
+from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
+from keras_trips.data.vocabulary import default_vocabulary_path
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "TRIPSTextPreprocessor",
+    "albef_json_dataset",
+    "coco_captions_dataset",
+    "default_vocabulary_path",
+]
