@@ -14,8 +14,18 @@ features dict only; task datasets yield `(features, targets)`:
 
 from keras_trips.data.captions import albef_json_dataset, coco_captions_dataset
 from keras_trips.data.image_ops import CLIP_MEAN, CLIP_STD
+from keras_trips.data.nlvr2 import nlvr2_dataset
+from keras_trips.data.refcoco import refcoco_dataset
+from keras_trips.data.tfrecords import tfrecord_dataset, write_tfrecords
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.vocabulary import default_vocabulary_path
+from keras_trips.data.vqa import (
+    easy_vqa_dataset,
+    normalize_answer,
+    vqa_answer_vocabulary,
+    vqa_dataset,
+    vqa_soft_scores,
+)
 
 __all__ = [
     "CLIP_MEAN",
@@ -24,4 +34,13 @@ __all__ = [
     "albef_json_dataset",
     "coco_captions_dataset",
     "default_vocabulary_path",
+    "easy_vqa_dataset",
+    "nlvr2_dataset",
+    "normalize_answer",
+    "refcoco_dataset",
+    "tfrecord_dataset",
+    "vqa_answer_vocabulary",
+    "vqa_dataset",
+    "vqa_soft_scores",
+    "write_tfrecords",
 ]

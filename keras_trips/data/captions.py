@@ -16,6 +16,7 @@ from keras_trips.data.pipeline import build_dataset
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.validation import (
     SkipLog,
+    default_image_root,
     keep_rows_with_good_images,
     read_json,
     require_list,
@@ -55,8 +56,18 @@ def albef_json_dataset(
         **kwargs: `shuffle`, `seed`, `deterministic`, `cache_images`, `shard`,
             `drop_remainder` of `pipeline.build_dataset`.
     """
+    rows = read_albef_json(annotation_file, image_root, validate_images)
+    return _caption_dataset(
+        rows, preprocessor, batch_size, image_size, training, captions, **kwargs
+    )
+
+
+def read_albef_json(annotation_file, image_root=None, validate_images="header"):
+    """Parse and validate an ALBEF-style JSON list; returns rows
+    `{"row_id", "image" (absolute path), "captions" (list)}`, broken ones
+    skipped and reported."""
     data = require_list(read_json(annotation_file), annotation_file)
-    image_root = _default_root(annotation_file, image_root)
+    image_root = default_image_root(annotation_file, image_root)
     skips = SkipLog(annotation_file)
     rows = []
     for index, item in enumerate(data):
@@ -78,18 +89,7 @@ def albef_json_dataset(
                 "captions": caption_list,
             }
         )
-    return _caption_dataset(
-        rows,
-        skips,
-        len(data),
-        preprocessor,
-        batch_size,
-        image_size,
-        training,
-        captions,
-        validate_images,
-        **kwargs,
-    )
+    return _keep_valid(rows, skips, len(data), validate_images)
 
 
 def coco_captions_dataset(
@@ -112,7 +112,7 @@ def coco_captions_dataset(
     data = read_json(annotation_file)
     images = require_list(data, annotation_file, "images")
     annotations = require_list(data, annotation_file, "annotations")
-    image_root = _default_root(annotation_file, image_root)
+    image_root = default_image_root(annotation_file, image_root)
     skips = SkipLog(annotation_file)
     captions_by_image = {}
     for index, annotation in enumerate(annotations):
@@ -140,42 +140,23 @@ def coco_captions_dataset(
                     "captions": captions_by_image[image["id"]],
                 }
             )
+    rows = _keep_valid(rows, skips, len(images), validate_images)
     return _caption_dataset(
-        rows,
-        skips,
-        len(images),
-        preprocessor,
-        batch_size,
-        image_size,
-        training,
-        captions,
-        validate_images,
-        **kwargs,
+        rows, preprocessor, batch_size, image_size, training, captions, **kwargs
     )
 
 
-def _default_root(annotation_file, image_root):
-    if image_root is None:
-        return os.path.dirname(os.path.abspath(annotation_file))
-    return os.fspath(image_root)
+def _keep_valid(rows, skips, total, validate_images):
+    rows = keep_rows_with_good_images(rows, skips, validate_images)
+    skips.report(total)
+    return rows
 
 
 def _caption_dataset(
-    rows,
-    skips,
-    total,
-    preprocessor,
-    batch_size,
-    image_size,
-    training,
-    captions,
-    validate_images,
-    **kwargs,
+    rows, preprocessor, batch_size, image_size, training, captions, **kwargs
 ):
     if captions not in CAPTION_MODES:
         raise ValueError(f"captions must be one of {CAPTION_MODES}, got {captions!r}")
-    rows = keep_rows_with_good_images(rows, skips, validate_images)
-    skips.report(total)
     if captions == "all":
         columns = {
             "image": [row["image"] for row in rows for _ in row["captions"]],

@@ -35,7 +35,9 @@ def build_dataset(
     """Build the batched dataset from validated columns.
 
     Args:
-        columns: dict of equal-length sequences: `"image"` (paths; or pairs of
+        columns: a `tf.data.Dataset` of such rows (with `"image_bytes"`,
+            encoded images, in place of `"image"`), or a dict of equal-length
+            sequences: `"image"` (paths; or pairs of
             paths, shape `(N, 2)`), `"text"` (str, or a list of str per row, one
             of which is drawn at random each time), and optional `"boxes"`
             (normalised xyxy, `(N, 4)`), `"label"` (int) or `"answer_indices"`
@@ -59,12 +61,19 @@ def build_dataset(
         shard: None or `(num_workers, worker_index)`: this worker's share.
         drop_remainder: bool. Drop the last incomplete batch.
     """
-    text = columns["text"]
-    if text and not isinstance(text[0], str):
-        text = tf.ragged.constant(text, dtype=tf.string)
-    slices = {**columns, "text": text}
-    dataset = tf.data.Dataset.from_tensor_slices(slices)
-    num_rows = len(columns["image"])
+    if isinstance(columns, tf.data.Dataset):
+        dataset = columns
+        num_rows = _MAX_IMAGE_SHUFFLE_BUFFER
+    else:
+        text = columns["text"]
+        if text and not isinstance(text[0], str):
+            # from_row_lengths is fast; tf.ragged.constant walks Python lists.
+            text = tf.RaggedTensor.from_row_lengths(
+                tf.constant([t for texts in text for t in texts], tf.string),
+                [len(texts) for texts in text],
+            )
+        dataset = tf.data.Dataset.from_tensor_slices({**columns, "text": text})
+        num_rows = len(columns["image"])
     if shard is not None:
         dataset = dataset.shard(*shard)
 
@@ -111,8 +120,12 @@ def build_dataset(
 
 
 def _read_images(row):
-    """Replace the path(s) in `row["image"]` by decoded uint8 image(s)."""
+    """Replace the path(s) in `row["image"]` (or the bytes in
+    `row["image_bytes"]`) by decoded uint8 image(s)."""
     row = dict(row)
+    if "image_bytes" in row:
+        row["images"] = image_ops.decode_image(row.pop("image_bytes"))
+        return row
     paths = row.pop("image")
     if paths.shape.rank == 0:
         row["images"] = image_ops.decode_image(tf.io.read_file(paths))

@@ -60,6 +60,13 @@ def _read_text(path):
     return text
 
 
+def default_image_root(annotation_file, image_root=None):
+    """`image_root`, or by default the annotation file's folder."""
+    if image_root is None:
+        return os.path.dirname(os.path.abspath(annotation_file))
+    return os.fspath(image_root)
+
+
 def require_list(data, path, key=None):
     """Return `data` (or `data[key]`) when it is a non-empty list, else raise."""
     if key is not None:
