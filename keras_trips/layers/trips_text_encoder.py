@@ -209,8 +209,7 @@ class TRIPSTextEncoder(keras.layers.Layer):
             )
         if "int" not in keras.backend.standardize_dtype(token_ids.dtype):
             raise ValueError(
-                "`token_ids` must be integers, but received dtype "
-                f"{token_ids.dtype}."
+                f"`token_ids` must be integers, but received dtype {token_ids.dtype}."
             )
         if shape[1] is not None and shape[1] > self.max_sequence_length:
             raise ValueError(
