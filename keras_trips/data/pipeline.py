@@ -27,7 +27,7 @@ def build_dataset(
     random_flip=False,
     shuffle=True,
     seed=None,
-    deterministic=False,
+    deterministic=None,
     cache_images=False,
     shard=None,
     drop_remainder=True,
@@ -55,7 +55,8 @@ def build_dataset(
             "right" in the text and mirroring boxes.
         shuffle: bool. Shuffle (reshuffled every epoch).
         seed: int or None. Seeds shuffling and augmentation.
-        deterministic: bool. Keep the element order fixed under parallel map.
+        deterministic: bool. Keep the element order fixed under parallel
+            map; defaults to `not shuffle` (evaluation keeps file order).
         cache_images: bool. Keep decoded images in memory after the first
             epoch (for small datasets).
         shard: None or `(num_workers, worker_index)`: this worker's share.
@@ -115,7 +116,7 @@ def build_dataset(
 
     dataset = dataset.map(prepare_batch, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = deterministic
+    options.deterministic = (not shuffle) if deterministic is None else deterministic
     return dataset.with_options(options).prefetch(AUTOTUNE)
 
 

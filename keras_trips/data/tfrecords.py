@@ -101,7 +101,7 @@ def tfrecord_dataset(
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=kwargs.get("deterministic", False),
+        deterministic=kwargs.get("deterministic", not training),
     )
 
     def parse(record):
