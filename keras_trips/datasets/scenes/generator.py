@@ -16,7 +16,7 @@ from keras_trips.datasets.scenes.sprite_bank import SpriteBank
 SPLITS = ("train", "val", "test")
 TASKS = ("pretraining", "captions", "vqa", "refcoco", "nlvr2")
 # Bump when the generator's output changes, so cached copies are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _SEED_STREAMS = {"held_out": 0, "train": 1, "val": 2, "test": 3}
 
 

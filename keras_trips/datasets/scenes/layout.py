@@ -2,7 +2,7 @@
 
 A scene is a JSON-ready dict `{"objects": [...], "background": {...}}`;
 each object holds its `category` (noun), `kind`, `color` (shapes only),
-`variant` (Fashion-MNIST photo) and exact `box` `[x1, y1, x2, y2]` in pixels
+`variant` (Fashion-MNIST photo), the `size` it was drawn at and exact `box` `[x1, y1, x2, y2]` in pixels
 (x2, y2 exclusive): the rectangle its sprite was pasted into, whose border
 rows and columns all touch opaque sprite pixels. Objects never overlap, so
 every box is fully visible.
@@ -94,6 +94,7 @@ def _place_objects(rng, names, by_name, image_size, bank):
                         "kind": category.kind,
                         "color": color,
                         "variant": variant,
+                        "size": size,
                         "box": box,
                     }
                 )
