@@ -214,57 +214,50 @@ def fusion_encoder(num_layers=2):
     )
 
 
+def cross_attention_values(layer):
+    weights = (
+        layer._cross_attention_layer.weights + layer._cross_attention_layer_norm.weights
+    )
+    return [w.numpy() for w in weights]
+
+
 def test_fusion_layers_take_upper_bert_layers(tiny_checkpoint, tiny_tensors):
     fusion = fusion_encoder()
     fusion.build((None, None, 24), (None, None, 24))
-    cross_before = [
-        [keras.ops.convert_to_numpy(w) for w in layer._cross_attention_layer.weights]
-        + [
-            keras.ops.convert_to_numpy(w)
-            for w in layer._cross_attention_layer_norm.weights
-        ]
-        for layer in fusion.transformer_layers
-    ]
+    cross_before = [cross_attention_values(b) for b in fusion.transformer_layers]
     load_bert_fusion_encoder(fusion, tiny_checkpoint)  # Upper layers: 2 and 3.
     for j, layer in enumerate(fusion.transformer_layers):
         p = f"encoder.layer.{2 + j}."
         attention = layer._self_attention_layer
-
-        def kernel(variable):
-            return keras.ops.convert_to_numpy(variable)
-
-        np.testing.assert_array_equal(
-            kernel(attention.query_dense.kernel).reshape(24, 24),
-            tiny_tensors[p + "attention.self.query.weight"].T,
-        )
-        np.testing.assert_array_equal(
-            kernel(attention.value_dense.bias).reshape(24),
-            tiny_tensors[p + "attention.self.value.bias"],
-        )
-        np.testing.assert_array_equal(
-            kernel(attention.output_dense.kernel).reshape(24, 24),
-            tiny_tensors[p + "attention.output.dense.weight"].T,
-        )
-        np.testing.assert_array_equal(
-            kernel(layer._self_attention_layer_norm.gamma),
-            tiny_tensors[p + "attention.output.LayerNorm.weight"],
-        )
-        np.testing.assert_array_equal(
-            kernel(layer._feedforward_intermediate_dense.kernel),
-            tiny_tensors[p + "intermediate.dense.weight"].T,
-        )
-        np.testing.assert_array_equal(
-            kernel(layer._feedforward_output_dense.bias),
-            tiny_tensors[p + "output.dense.bias"],
-        )
-        np.testing.assert_array_equal(
-            kernel(layer._feedforward_layer_norm.beta),
-            tiny_tensors[p + "output.LayerNorm.bias"],
-        )
-        cross_after = [kernel(w) for w in layer._cross_attention_layer.weights] + [
-            kernel(w) for w in layer._cross_attention_layer_norm.weights
+        # (Keras variable, checkpoint tensor, is a [out, in] linear weight)
+        pairs = [
+            (attention.query_dense.kernel, "attention.self.query.weight", True),
+            (attention.key_dense.bias, "attention.self.key.bias", False),
+            (attention.value_dense.kernel, "attention.self.value.weight", True),
+            (attention.output_dense.kernel, "attention.output.dense.weight", True),
+            (attention.output_dense.bias, "attention.output.dense.bias", False),
+            (
+                layer._self_attention_layer_norm.gamma,
+                "attention.output.LayerNorm.weight",
+                False,
+            ),
+            (
+                layer._feedforward_intermediate_dense.kernel,
+                "intermediate.dense.weight",
+                True,
+            ),
+            (layer._feedforward_output_dense.bias, "output.dense.bias", False),
+            (layer._feedforward_layer_norm.beta, "output.LayerNorm.bias", False),
         ]
-        for before, after in zip(cross_before[j], cross_after, strict=True):
+        for variable, name, is_linear in pairs:
+            expected = tiny_tensors[p + name]
+            expected = expected.T if is_linear else expected
+            np.testing.assert_array_equal(
+                variable.numpy().reshape(expected.shape), expected, err_msg=name
+            )
+        for before, after in zip(
+            cross_before[j], cross_attention_values(layer), strict=True
+        ):
             np.testing.assert_array_equal(before, after)
 
 
@@ -281,14 +274,14 @@ def test_shape_mismatch_names_tensor_and_shapes(tiny_checkpoint):
         max_sequence_length=16,
     )
     encoder.build((None, None))
-    before = [keras.ops.convert_to_numpy(w) for w in encoder.weights]
+    before = [w.numpy() for w in encoder.weights]
     with pytest.raises(
         ValueError, match=r"embeddings\.word_embeddings\.weight.*\(97, 24\).*\(90, 24\)"
     ):
         load_bert_text_encoder(encoder, tiny_checkpoint)
     # Checked before anything is assigned: the encoder is unchanged.
     for old, new in zip(before, encoder.weights, strict=True):
-        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+        np.testing.assert_array_equal(old, new.numpy())
 
 
 def test_ffn_width_mismatch_names_tensor(tiny_checkpoint):
