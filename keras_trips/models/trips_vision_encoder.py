@@ -1,0 +1,242 @@
+import keras
+from keras import ops
+
+from keras_trips.layers.trips_patch_embedding import TRIPSPatchEmbedding
+from keras_trips.layers.trips_patch_selection import validate_keep_rate
+from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_trips")
+class TRIPSVisionEncoder(keras.Model):
+    """A ViT whose blocks select text-relevant patches (TRIPS, SPEC §1-2).
+
+    A pre-LN ViT with a [CLS] token and learned position embeddings. In the
+    blocks listed in `selection_layers` the tokens that the guidance query
+    attends to most are kept and the rest fused into one token, so later
+    blocks run on fewer tokens. With `keep_rate=1.0` everywhere it is the
+    plain ViT.
+
+    Called on `{"images": (B, H, W, C), "text_embedding": (B, hidden_dim)}`
+    (the text [CLS] state); without `"text_embedding"`, or on a bare image
+    tensor, guidance falls back to `"image"` (EViT). Returns the normalised
+    token sequence `(B, T, hidden_dim)`, T = 1 + the tokens left after the
+    last stage. With `return_provenance=True` it also returns a
+    `(B, T, num_patches)` map: row t holds the weight with which each original
+    patch makes up output token t (one-hot for a kept patch, the fusion
+    weights for a fused token, zeros for the [CLS]).
+
+    Args:
+        image_shape: `(height, width, channels)`.
+        patch_size: int. Side of the square patches.
+        num_layers: int. Number of ViT blocks.
+        num_heads: int. Attention heads per block.
+        hidden_dim: int. Token width.
+        mlp_dim: int. Width of the MLP's hidden layer.
+        selection_layers: 0-based indices of the blocks that select patches.
+        keep_rate: float in (0, 1], or one per selection layer.
+        fuse_inattentive: bool. Fuse the tokens not kept into one token.
+        guidance: `"text"` (TRIPS), `"image"` (EViT), `"text+image"` (mean of
+            the two score distributions) or `"random"` (ablation).
+        layer_norm_epsilon: float.
+        dropout: float. Dropout after the attention and the MLP.
+        dtype: dtype policy, e.g. `"mixed_bfloat16"`.
+
+    Example:
+    ```python
+    encoder = keras_trips.models.TRIPSVisionEncoder(
+        image_shape=(64, 64, 3), patch_size=8, num_layers=4, num_heads=4,
+        hidden_dim=128, mlp_dim=512, selection_layers=(1, 3), keep_rate=0.5,
+    )
+    tokens = encoder({
+        "images": keras.random.uniform((2, 64, 64, 3)),
+        "text_embedding": keras.random.normal((2, 128)),
+    })
+    tokens.shape  # (2, 1 + 17 + 1, 128): 64 patches -> 32 + 1 -> 17 + 1
+    ```
+    """
+
+    def __init__(
+        self,
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        num_layers=12,
+        num_heads=12,
+        hidden_dim=768,
+        mlp_dim=3072,
+        selection_layers=(4, 9),
+        keep_rate=0.7,
+        fuse_inattentive=True,
+        guidance="text",
+        layer_norm_epsilon=1e-6,
+        dropout=0.0,
+        dtype=None,
+        **kwargs,
+    ):
+        super().__init__(dtype=dtype, **kwargs)
+        selection_layers = tuple(int(i) for i in selection_layers)
+        for index in selection_layers:
+            if not 0 <= index < num_layers:
+                raise ValueError(
+                    f"Selection layer index {index} is out of range for "
+                    f"num_layers={num_layers} (valid: 0 to {num_layers - 1})."
+                )
+        if len(set(selection_layers)) != len(selection_layers):
+            raise ValueError(f"`selection_layers` repeats a block: {selection_layers}")
+        if guidance not in GUIDANCE_MODES:
+            raise ValueError(
+                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
+            )
+
+        # === Config ===
+        self.image_shape = tuple(image_shape)
+        self.patch_size = patch_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.mlp_dim = mlp_dim
+        self.selection_layers = tuple(sorted(selection_layers))
+        self.keep_rate = self._stage_rates(keep_rate)
+        self.fuse_inattentive = fuse_inattentive
+        self.guidance = guidance
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.dropout = dropout
+
+        # === Layers ===
+        self.patch_embedding = TRIPSPatchEmbedding(
+            image_shape,
+            patch_size,
+            hidden_dim,
+            dtype=self.dtype_policy,
+            name="patch_embedding",
+        )
+        rates = dict(zip(self.selection_layers, self.keep_rate))
+        self.blocks = [
+            TRIPSVisionBlock(
+                hidden_dim,
+                num_heads,
+                mlp_dim,
+                keep_rate=rates.get(i),
+                fuse_inattentive=fuse_inattentive,
+                layer_norm_epsilon=layer_norm_epsilon,
+                dropout=dropout,
+                dtype=self.dtype_policy,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.output_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="output_norm"
+        )
+        self.build()
+
+    def build(self, input_shape=None):
+        self.patch_embedding.build()
+        for block in self.blocks:
+            block.build()
+        self.output_norm.build((None, None, self.hidden_dim))
+        self.built = True
+
+    @property
+    def num_patches(self):
+        return self.patch_embedding.num_patches
+
+    def _stage_rates(self, keep_rate):
+        """One validated keep rate per selection layer, as a tuple."""
+        if isinstance(keep_rate, (list, tuple)):
+            if len(keep_rate) != len(self.selection_layers):
+                raise ValueError(
+                    f"Got {len(keep_rate)} keep rates for "
+                    f"{len(self.selection_layers)} selection layers "
+                    f"{self.selection_layers}: {keep_rate}"
+                )
+            return tuple(validate_keep_rate(rate) for rate in keep_rate)
+        return (validate_keep_rate(keep_rate),) * len(self.selection_layers)
+
+    def set_keep_rate(self, keep_rate):
+        """Changes the keep rate(s) used by default; no weights change.
+
+        Compiled `fit`/`predict` functions of a model that holds this encoder
+        must be rebuilt afterwards (the token counts are static shapes).
+        """
+        self.keep_rate = self._stage_rates(keep_rate)
+
+    def sequence_lengths(self, keep_rate=None):
+        """Tokens (with [CLS]) entering each block and leaving the last one."""
+        rates = self.keep_rate if keep_rate is None else self._stage_rates(keep_rate)
+        rates = dict(zip(self.selection_layers, rates))
+        lengths = [1 + self.num_patches]
+        for i, block in enumerate(self.blocks):
+            length = lengths[-1]
+            if i in rates:
+                length = block.selection.output_length(length - 1, rates[i])
+            lengths.append(length)
+        return lengths
+
+    def _validate(self, images, text_embedding):
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}). "
+                f"Received shape: {tuple(images.shape)}"
+            )
+        if text_embedding is not None and (
+            len(text_embedding.shape) != 2
+            or text_embedding.shape[-1] != self.hidden_dim
+        ):
+            raise ValueError(
+                f"`text_embedding` must have shape (batch, {self.hidden_dim}): the "
+                "text [CLS] width must equal the vision width (hidden_dim). "
+                f"Received shape: {tuple(text_embedding.shape)}"
+            )
+
+    def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
+        if isinstance(inputs, dict):
+            images, text_embedding = inputs["images"], inputs.get("text_embedding")
+        else:
+            images, text_embedding = inputs, None
+        self._validate(images, text_embedding)
+        rates = self.keep_rate if keep_rate is None else self._stage_rates(keep_rate)
+        rates = dict(zip(self.selection_layers, rates))
+
+        tokens = self.patch_embedding(images)
+        provenance = None
+        if return_provenance:
+            batch = ops.shape(tokens)[0]
+            identity = ops.concatenate(
+                [ops.zeros((1, self.num_patches)), ops.eye(self.num_patches)], axis=0
+            )
+            provenance = ops.broadcast_to(identity, (batch, *identity.shape))
+        for i, block in enumerate(self.blocks):
+            tokens, indices, scores = block(
+                tokens,
+                text_embedding=text_embedding,
+                guidance=self.guidance,
+                keep_rate=rates.get(i),
+                training=training,
+            )
+            if return_provenance and indices is not None:
+                # The same keep-and-fuse applied to the provenance rows.
+                provenance, _ = block.selection.select(provenance, scores, rates[i])
+        tokens = self.output_norm(tokens)
+        if return_provenance:
+            return tokens, provenance
+        return tokens
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_shape": self.image_shape,
+                "patch_size": self.patch_size,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "mlp_dim": self.mlp_dim,
+                "selection_layers": self.selection_layers,
+                "keep_rate": self.keep_rate,
+                "fuse_inattentive": self.fuse_inattentive,
+                "guidance": self.guidance,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "dropout": self.dropout,
+            }
+        )
+        return config
