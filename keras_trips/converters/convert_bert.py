@@ -12,18 +12,15 @@ Every tensor is checked against its target before any is assigned, so a
 checkpoint that does not fit leaves the encoder unchanged.
 """
 
-import json
-import math
-import os
-
-import numpy as np
-from safetensors import safe_open
-
+from keras_trips.converters.checkpoint_utils import (
+    SafetensorsCheckpoint,
+    assign_all,
+    checked,
+    linear_kernel,
+    reshaped,
+    table,
+)
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
-
-BERT_MODEL_TYPES = ("bert",)
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 # What the TRIPS encoders compute; these are also Hugging Face's defaults for
 # absent keys.
@@ -34,7 +31,7 @@ _REQUIRED_CONFIG = {
 }
 
 
-class BertCheckpoint:
+class BertCheckpoint(SafetensorsCheckpoint):
     """A Hugging Face BERT checkpoint folder, read lazily.
 
     Args:
@@ -55,52 +52,18 @@ class BertCheckpoint:
     ```
     """
 
-    def __init__(self, checkpoint_dir):
-        checkpoint_dir = os.fspath(checkpoint_dir)
-        if not os.path.isdir(checkpoint_dir):
-            raise FileNotFoundError(
-                f"BERT checkpoint folder {checkpoint_dir} does not exist."
-            )
-        config_path = os.path.join(checkpoint_dir, CONFIG_FILE)
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"BERT config file {config_path} does not exist.")
-        with open(config_path, encoding="utf-8") as file:
-            self.config = json.load(file)
-        model_type = self.config.get("model_type")
-        if model_type not in BERT_MODEL_TYPES:
-            raise ValueError(
-                f"{config_path} has model_type {model_type!r}, which is not a "
-                f"BERT architecture; supported model types: {BERT_MODEL_TYPES}."
-            )
-        self.weights_path = os.path.join(checkpoint_dir, WEIGHTS_FILE)
-        if not os.path.isfile(self.weights_path):
-            hint = ""
-            if os.path.isfile(os.path.join(checkpoint_dir, "pytorch_model.bin")):
-                hint = (
-                    " pytorch_model.bin is not read (it needs torch); re-save "
-                    "the model with `save_pretrained(path, "
-                    "safe_serialization=True)`."
-                )
-            raise FileNotFoundError(
-                f"BERT weights file {self.weights_path} does not exist.{hint}"
-            )
-        with safe_open(self.weights_path, framework="numpy") as weights:
-            stored_names = weights.keys()
-        self._stored_names = {_canonical_name(name): name for name in stored_names}
-        self.names = sorted(self._stored_names)
+    family = "BERT"
+    model_types = ("bert",)
+
+    def canonical_name(self, name):
+        name = name.removeprefix("bert.")
+        if ".LayerNorm." in name:
+            name = name.replace(".gamma", ".weight").replace(".beta", ".bias")
+        return name
 
     @property
     def num_layers(self):
         return self.config["num_hidden_layers"]
-
-    def tensor(self, name):
-        """The tensor `name` (canonical name) as a numpy array."""
-        if name not in self._stored_names:
-            raise ValueError(
-                f"Checkpoint {self.weights_path} is missing tensor '{name}'."
-            )
-        with safe_open(self.weights_path, framework="numpy") as weights:
-            return weights.get_tensor(self._stored_names[name])
 
     def check_compatible(self, num_heads, layers):
         """Raise a `ValueError` unless the target layers can load this
@@ -189,7 +152,7 @@ def load_bert_text_encoder(encoder, checkpoint_dir, layers=None):
 
     position_name = "embeddings.position_embeddings.weight"
     position_variable = encoder.position_embedding.position_embeddings
-    positions = _checked(checkpoint, position_name, position_variable)
+    positions = checked(checkpoint, position_name, position_variable)
     segment_name = "embeddings.token_type_embeddings.weight"
     segments = checkpoint.tensor(segment_name)
     if segments.ndim != 2 or segments.shape[1] != encoder.hidden_dim:
@@ -198,18 +161,18 @@ def load_bert_text_encoder(encoder, checkpoint_dir, layers=None):
             f"but (num_segments, {encoder.hidden_dim}) is needed."
         )
     assignments = [
-        _table(
+        table(
             checkpoint,
             "embeddings.word_embeddings.weight",
             encoder.token_embedding.embeddings,
         ),
         (position_variable, positions + segments[0]),
-        _vector(
+        reshaped(
             checkpoint,
             "embeddings.LayerNorm.weight",
             encoder.embeddings_layer_norm.gamma,
         ),
-        _vector(
+        reshaped(
             checkpoint,
             "embeddings.LayerNorm.bias",
             encoder.embeddings_layer_norm.beta,
@@ -217,7 +180,7 @@ def load_bert_text_encoder(encoder, checkpoint_dir, layers=None):
     ]
     for block, bert_layer in zip(encoder.transformer_layers, layers, strict=True):
         assignments += _bert_layer_assignments(checkpoint, block, bert_layer)
-    _assign(assignments)
+    assign_all(assignments)
 
 
 def load_bert_fusion_encoder(fusion_encoder, checkpoint_dir, first_layer=None):
@@ -247,7 +210,7 @@ def load_bert_fusion_encoder(fusion_encoder, checkpoint_dir, first_layer=None):
         fusion_encoder.transformer_layers, layers, strict=True
     ):
         assignments += _bert_layer_assignments(checkpoint, block, bert_layer)
-    _assign(assignments)
+    assign_all(assignments)
 
 
 def _bert_layer_assignments(checkpoint, block, bert_layer):
@@ -260,82 +223,38 @@ def _bert_layer_assignments(checkpoint, block, bert_layer):
         dense = getattr(attention, f"{projection}_dense")
         name = f"{prefix}attention.self.{projection}"
         assignments += [
-            _linear_kernel(checkpoint, f"{name}.weight", dense.kernel),
-            _vector(checkpoint, f"{name}.bias", dense.bias),
+            linear_kernel(checkpoint, f"{name}.weight", dense.kernel),
+            reshaped(checkpoint, f"{name}.bias", dense.bias),
         ]
     # The attention output kernel is (num_heads, head_dim, hidden_dim).
     output_name = f"{prefix}attention.output.dense"
     output_dense = attention.output_dense
     assignments += [
-        _linear_kernel(
+        linear_kernel(
             checkpoint, f"{output_name}.weight", output_dense.kernel, input_axes=2
         ),
-        _vector(checkpoint, f"{output_name}.bias", output_dense.bias),
+        reshaped(checkpoint, f"{output_name}.bias", output_dense.bias),
     ]
     for name, dense in (
         ("intermediate.dense", block._feedforward_intermediate_dense),
         ("output.dense", block._feedforward_output_dense),
     ):
         assignments += [
-            _linear_kernel(checkpoint, f"{prefix}{name}.weight", dense.kernel),
-            _vector(checkpoint, f"{prefix}{name}.bias", dense.bias),
+            linear_kernel(checkpoint, f"{prefix}{name}.weight", dense.kernel),
+            reshaped(checkpoint, f"{prefix}{name}.bias", dense.bias),
         ]
     for name, layer_norm in (
         ("attention.output.LayerNorm", block._self_attention_layer_norm),
         ("output.LayerNorm", block._feedforward_layer_norm),
     ):
         assignments += [
-            _vector(checkpoint, f"{prefix}{name}.weight", layer_norm.gamma),
-            _vector(checkpoint, f"{prefix}{name}.bias", layer_norm.beta),
+            reshaped(checkpoint, f"{prefix}{name}.weight", layer_norm.gamma),
+            reshaped(checkpoint, f"{prefix}{name}.bias", layer_norm.beta),
         ]
     return assignments
-
-
-def _linear_kernel(checkpoint, name, variable, input_axes=1):
-    """A torch Linear weight `[out, in]` as a Keras kernel whose first
-    `input_axes` axes are the input and the rest the output."""
-    shape = tuple(variable.shape)
-    expected = (math.prod(shape[input_axes:]), math.prod(shape[:input_axes]))
-    weight = _checked(checkpoint, name, variable, expected)
-    return variable, np.reshape(weight.T, shape)
-
-
-def _vector(checkpoint, name, variable):
-    shape = tuple(variable.shape)
-    vector = _checked(checkpoint, name, variable, (math.prod(shape),))
-    return variable, np.reshape(vector, shape)
-
-
-def _table(checkpoint, name, variable):
-    return variable, _checked(checkpoint, name, variable)
-
-
-def _checked(checkpoint, name, variable, expected=None):
-    """Tensor `name`, after checking its shape is `expected` (by default the
-    variable's shape)."""
-    tensor = checkpoint.tensor(name)
-    expected = tuple(variable.shape) if expected is None else expected
-    if tuple(tensor.shape) != expected:
-        raise ValueError(
-            f"Checkpoint tensor '{name}' has shape {tuple(tensor.shape)}, but "
-            f"{variable.path} of shape {tuple(variable.shape)} needs {expected}."
-        )
-    return tensor
-
-
-def _assign(assignments):
-    for variable, value in assignments:
-        variable.assign(value)
 
 
 def _as_checkpoint(checkpoint_dir):
     if isinstance(checkpoint_dir, BertCheckpoint):
         return checkpoint_dir
     return BertCheckpoint(checkpoint_dir)
-
-
-def _canonical_name(name):
-    name = name.removeprefix("bert.")
-    if ".LayerNorm." in name:
-        name = name.replace(".gamma", ".weight").replace(".beta", ".bias")
-    return name

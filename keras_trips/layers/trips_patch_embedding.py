@@ -16,6 +16,8 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
         image_shape: `(height, width, channels)` of the input images.
         patch_size: int. Side of the square patches.
         hidden_dim: int. Width of the embeddings.
+        use_bias: bool. Whether the patch projection has a bias (CLIP's has
+            none).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -25,7 +27,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, image_shape, patch_size, hidden_dim, **kwargs):
+    def __init__(self, image_shape, patch_size, hidden_dim, use_bias=True, **kwargs):
         super().__init__(**kwargs)
         image_shape = tuple(image_shape)
         if len(image_shape) != 3:
@@ -44,6 +46,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
         self.image_shape = image_shape
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
+        self.use_bias = use_bias
         self.grid_shape = (height // patch_size, width // patch_size)
         self.num_patches = self.grid_shape[0] * self.grid_shape[1]
 
@@ -52,6 +55,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
             hidden_dim,
             kernel_size=patch_size,
             strides=patch_size,
+            use_bias=use_bias,
             dtype=self.dtype_policy,
             name="projection",
         )
@@ -96,6 +100,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
                 "image_shape": self.image_shape,
                 "patch_size": self.patch_size,
                 "hidden_dim": self.hidden_dim,
+                "use_bias": self.use_bias,
             }
         )
         return config

@@ -7,6 +7,16 @@ GUIDANCE_MODES = ("text", "image", "text+image", "random")
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
+def quick_gelu(x):
+    """CLIP's GELU approximation, `x * sigmoid(1.702 x)`."""
+    return x * ops.sigmoid(1.702 * x)
+
+
+# MLP activations by name: Keras's own plus CLIP's.
+ACTIVATIONS = {"quick_gelu": quick_gelu}
+
+
+@keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSVisionBlock(keras.layers.Layer):
     """Pre-LN ViT block with an optional TRIPS patch-selection stage.
 
@@ -23,6 +33,9 @@ class TRIPSVisionBlock(keras.layers.Layer):
         fuse_inattentive: bool. Whether the tokens not kept are fused into one.
         layer_norm_epsilon: float. LayerNorm epsilon.
         dropout: float. Dropout after the attention and the MLP.
+        activation: str. The MLP activation: a Keras activation name
+            (`"gelu"` is the exact, erf-based GELU of ViT) or `"quick_gelu"`
+            (CLIP).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -56,6 +69,7 @@ class TRIPSVisionBlock(keras.layers.Layer):
         fuse_inattentive=True,
         layer_norm_epsilon=1e-6,
         dropout=0.0,
+        activation="gelu",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,6 +87,7 @@ class TRIPSVisionBlock(keras.layers.Layer):
         self.fuse_inattentive = fuse_inattentive
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+        self.activation = activation
 
         # === Layers ===
         def dense(units, name, activation=None):
@@ -95,7 +110,11 @@ class TRIPSVisionBlock(keras.layers.Layer):
         self.value_dense = dense(hidden_dim, "value")
         self.output_dense = dense(hidden_dim, "attention_output")
         self.mlp_norm = layer_norm("mlp_norm")
-        self.mlp_intermediate = dense(mlp_dim, "mlp_intermediate", activation="gelu")
+        self.mlp_intermediate = dense(
+            mlp_dim,
+            "mlp_intermediate",
+            activation=ACTIVATIONS.get(activation, activation),
+        )
         self.mlp_output = dense(hidden_dim, "mlp_output")
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.selection = None
@@ -185,6 +204,7 @@ class TRIPSVisionBlock(keras.layers.Layer):
                 "fuse_inattentive": self.fuse_inattentive,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "dropout": self.dropout,
+                "activation": self.activation,
             }
         )
         return config

@@ -37,8 +37,15 @@ class TRIPSVisionEncoder(keras.Model):
         fuse_inattentive: bool. Fuse the tokens not kept into one token.
         guidance: `"text"` (TRIPS), `"image"` (EViT), `"text+image"` (mean of
             the two score distributions) or `"random"` (ablation).
-        layer_norm_epsilon: float.
+        layer_norm_epsilon: float. Epsilon of every LayerNorm (ViT: 1e-6 or
+            1e-12, CLIP: 1e-5).
         dropout: float. Dropout after the attention and the MLP.
+        activation: str. The MLP activation, `"gelu"` (exact, ViT) or
+            `"quick_gelu"` (CLIP).
+        pre_norm: bool. Whether a LayerNorm follows the embeddings (CLIP's
+            `pre_layrnorm`).
+        patch_bias: bool. Whether the patch projection has a bias (CLIP's
+            has none).
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -69,6 +76,9 @@ class TRIPSVisionEncoder(keras.Model):
         guidance="text",
         layer_norm_epsilon=1e-6,
         dropout=0.0,
+        activation="gelu",
+        pre_norm=False,
+        patch_bias=True,
         dtype=None,
         **kwargs,
     ):
@@ -100,15 +110,26 @@ class TRIPSVisionEncoder(keras.Model):
         self.guidance = guidance
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+        self.activation = activation
+        self.pre_norm = pre_norm
+        self.patch_bias = patch_bias
 
         # === Layers ===
         self.patch_embedding = TRIPSPatchEmbedding(
             image_shape,
             patch_size,
             hidden_dim,
+            use_bias=patch_bias,
             dtype=self.dtype_policy,
             name="patch_embedding",
         )
+        self.embedding_norm = None
+        if pre_norm:
+            self.embedding_norm = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon,
+                dtype=self.dtype_policy,
+                name="embedding_norm",
+            )
         rates = dict(zip(self.selection_layers, self.keep_rate))
         self.blocks = [
             TRIPSVisionBlock(
@@ -119,6 +140,7 @@ class TRIPSVisionEncoder(keras.Model):
                 fuse_inattentive=fuse_inattentive,
                 layer_norm_epsilon=layer_norm_epsilon,
                 dropout=dropout,
+                activation=activation,
                 dtype=self.dtype_policy,
                 name=f"block_{i}",
             )
@@ -131,6 +153,8 @@ class TRIPSVisionEncoder(keras.Model):
 
     def build(self, input_shape=None):
         self.patch_embedding.build()
+        if self.embedding_norm is not None:
+            self.embedding_norm.build((None, None, self.hidden_dim))
         for block in self.blocks:
             block.build()
         self.output_norm.build((None, None, self.hidden_dim))
@@ -198,6 +222,8 @@ class TRIPSVisionEncoder(keras.Model):
         rates = dict(zip(self.selection_layers, rates))
 
         tokens = self.patch_embedding(images)
+        if self.embedding_norm is not None:
+            tokens = self.embedding_norm(tokens)
         provenance = None
         if return_provenance:
             batch = ops.shape(tokens)[0]
@@ -237,6 +263,9 @@ class TRIPSVisionEncoder(keras.Model):
                 "guidance": self.guidance,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "dropout": self.dropout,
+                "activation": self.activation,
+                "pre_norm": self.pre_norm,
+                "patch_bias": self.patch_bias,
             }
         )
         return config
