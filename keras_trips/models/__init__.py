@@ -1,3 +1,5 @@
 """Assembled backbones and task models."""
 
+from keras_trips.models.trips_backbone import TRIPSBackbone
+from keras_trips.models.trips_pretrainer import TRIPSPretrainer
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder

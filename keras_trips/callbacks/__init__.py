@@ -1,0 +1,3 @@
+"""Keras callbacks for TRIPS training."""
+
+from keras_trips.callbacks.keep_rate_scheduler import KeepRateScheduler

@@ -1,0 +1,264 @@
+import keras
+from keras import ops
+
+from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
+from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
+from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
+
+PRESETS = {
+    # Trains on 2 CPU cores in minutes.
+    "tiny": dict(
+        vocabulary_size=30522,
+        image_shape=(64, 64, 3),
+        patch_size=8,
+        hidden_dim=128,
+        num_heads=4,
+        vision_num_layers=4,
+        vision_mlp_dim=512,
+        text_num_layers=2,
+        fusion_num_layers=2,
+        text_intermediate_dim=512,
+        max_sequence_length=32,
+        selection_layers=(1, 3),
+        keep_rate=0.7,
+    ),
+    # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (SPEC §2).
+    "base": dict(
+        vocabulary_size=30522,
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        hidden_dim=768,
+        num_heads=12,
+        vision_num_layers=12,
+        vision_mlp_dim=3072,
+        text_num_layers=6,
+        fusion_num_layers=6,
+        text_intermediate_dim=3072,
+        max_sequence_length=512,
+        selection_layers=(4, 9),
+        keep_rate=0.7,
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_trips")
+class TRIPSBackbone(keras.Model):
+    """The TRIPS vision-language backbone (ALBEF-style, SPEC §2).
+
+    Text encoder -> text [CLS] -> vision encoder guided by it (TRIPS patch
+    selection) -> fusion encoder (text self-attention, cross-attention to the
+    kept image tokens). Text and vision share one width, `hidden_dim`: the
+    text [CLS] is the selection query of the vision blocks, which no
+    projection stands between.
+
+    Called on `{"images", "token_ids", "padding_mask"}`; returns a dict:
+    `"text_sequence"` (B, L, D) text-only states, `"image_sequence"` (B, T, D)
+    vision tokens after selection, `"fusion_sequence"` (B, L, D).
+
+    Args:
+        vocabulary_size: int. WordPiece vocabulary size.
+        image_shape: `(height, width, channels)`.
+        patch_size: int.
+        hidden_dim: int. Width of every tower.
+        num_heads: int. Attention heads of every tower.
+        vision_num_layers: int. ViT blocks.
+        vision_mlp_dim: int. ViT MLP width.
+        text_num_layers: int. Text-only BERT layers.
+        fusion_num_layers: int. Fusion layers.
+        text_intermediate_dim: int. BERT FFN width.
+        max_sequence_length: int. Longest text.
+        selection_layers: 0-based ViT blocks that select patches.
+        keep_rate: float or one per selection layer.
+        fuse_inattentive: bool. Fuse the tokens not kept into one.
+        guidance: the vision encoder's guidance mode (see
+            `TRIPSVisionEncoder`).
+        text_hidden_dim: int or `None`. Only there to be checked: a text width
+            that differs from `hidden_dim` is rejected.
+        dropout: float. Dropout of the text and fusion towers.
+        dtype: dtype policy, e.g. `"mixed_bfloat16"`.
+
+    Example:
+    ```python
+    backbone = keras_trips.models.TRIPSBackbone.from_preset("tiny")
+    outputs = backbone({
+        "images": np.random.uniform(size=(2, 64, 64, 3)),
+        "token_ids": np.array([[101, 1037, 3899, 102]] * 2),
+        "padding_mask": np.ones((2, 4), bool),
+    })
+    outputs["fusion_sequence"].shape  # (2, 4, 128)
+    ```
+    """
+
+    presets = PRESETS
+
+    def __init__(
+        self,
+        vocabulary_size=30522,
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        hidden_dim=768,
+        num_heads=12,
+        vision_num_layers=12,
+        vision_mlp_dim=3072,
+        text_num_layers=6,
+        fusion_num_layers=6,
+        text_intermediate_dim=3072,
+        max_sequence_length=512,
+        selection_layers=(4, 9),
+        keep_rate=0.7,
+        fuse_inattentive=True,
+        guidance="text",
+        text_hidden_dim=None,
+        dropout=0.1,
+        dtype=None,
+        **kwargs,
+    ):
+        super().__init__(dtype=dtype, **kwargs)
+        if text_hidden_dim is not None and text_hidden_dim != hidden_dim:
+            raise ValueError(
+                f"The text width ({text_hidden_dim}) must match the vision width "
+                f"({hidden_dim}): the text [CLS] is the patch-selection query of "
+                "the vision blocks. Use one `hidden_dim` for both towers."
+            )
+
+        # === Layers ===
+        self.text_encoder = TRIPSTextEncoder(
+            vocabulary_size=vocabulary_size,
+            num_layers=text_num_layers,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=text_intermediate_dim,
+            max_sequence_length=max_sequence_length,
+            dropout=dropout,
+            dtype=self.dtype_policy,
+            name="text_encoder",
+        )
+        self.vision_encoder = TRIPSVisionEncoder(
+            image_shape=image_shape,
+            patch_size=patch_size,
+            num_layers=vision_num_layers,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            mlp_dim=vision_mlp_dim,
+            selection_layers=selection_layers,
+            keep_rate=keep_rate,
+            fuse_inattentive=fuse_inattentive,
+            guidance=guidance,
+            dtype=self.dtype_policy,
+            name="vision_encoder",
+        )
+        self.fusion_encoder = TRIPSFusionEncoder(
+            num_layers=fusion_num_layers,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=text_intermediate_dim,
+            dropout=dropout,
+            dtype=self.dtype_policy,
+            name="fusion_encoder",
+        )
+        self.build()
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.image_shape = tuple(image_shape)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.vision_num_layers = vision_num_layers
+        self.vision_mlp_dim = vision_mlp_dim
+        self.text_num_layers = text_num_layers
+        self.fusion_num_layers = fusion_num_layers
+        self.text_intermediate_dim = text_intermediate_dim
+        self.max_sequence_length = max_sequence_length
+        self.selection_layers = self.vision_encoder.selection_layers
+        self.fuse_inattentive = fuse_inattentive
+        self.guidance = guidance
+        self.dropout = dropout
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """A backbone of a named configuration ("tiny", "base"), random weights.
+
+        `overrides` replace any of the configuration's arguments.
+        """
+        if preset not in cls.presets:
+            raise ValueError(
+                f"Unknown TRIPSBackbone configuration {preset!r}. "
+                f"Known: {sorted(cls.presets)}"
+            )
+        return cls(**{**cls.presets[preset], **overrides})
+
+    def build(self, input_shape=None):
+        token_shape = (None, None)
+        sequence_shape = (None, None, self.text_encoder.hidden_dim)
+        self.text_encoder.build(token_shape)
+        self.fusion_encoder.build(sequence_shape, sequence_shape)
+        self.built = True
+
+    @property
+    def keep_rate(self):
+        return self.vision_encoder.keep_rate
+
+    @property
+    def token_embedding(self):
+        return self.text_encoder.token_embedding
+
+    def encode_text(self, token_ids, padding_mask, training=None):
+        """Text-only states `(B, L, D)`; `[:, 0]` is the guiding text [CLS]."""
+        return self.text_encoder(
+            token_ids, padding_mask=padding_mask, training=training
+        )
+
+    def encode_image(self, images, text_embedding=None, keep_rate=None, training=None):
+        """Vision tokens, guided by `text_embedding` when given."""
+        inputs = {"images": images}
+        if text_embedding is not None:
+            inputs["text_embedding"] = text_embedding
+        return self.vision_encoder(inputs, keep_rate=keep_rate, training=training)
+
+    def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
+        """Fusion states `(B, L, D)`: text attending to the image tokens."""
+        return self.fusion_encoder(
+            text_sequence, image_sequence, padding_mask=padding_mask, training=training
+        )
+
+    def call(self, inputs, keep_rate=None, training=None):
+        padding_mask = inputs.get("padding_mask")
+        if padding_mask is None:
+            padding_mask = ops.not_equal(inputs["token_ids"], 0)
+        text_sequence = self.encode_text(inputs["token_ids"], padding_mask, training)
+        image_sequence = self.encode_image(
+            inputs["images"], text_sequence[:, 0], keep_rate, training
+        )
+        fusion_sequence = self.fuse(
+            text_sequence, image_sequence, padding_mask, training
+        )
+        return {
+            "text_sequence": text_sequence,
+            "image_sequence": image_sequence,
+            "fusion_sequence": fusion_sequence,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "image_shape": self.image_shape,
+                "patch_size": self.patch_size,
+                "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads,
+                "vision_num_layers": self.vision_num_layers,
+                "vision_mlp_dim": self.vision_mlp_dim,
+                "text_num_layers": self.text_num_layers,
+                "fusion_num_layers": self.fusion_num_layers,
+                "text_intermediate_dim": self.text_intermediate_dim,
+                "max_sequence_length": self.max_sequence_length,
+                "selection_layers": self.selection_layers,
+                "keep_rate": self.keep_rate,
+                "fuse_inattentive": self.fuse_inattentive,
+                "guidance": self.guidance,
+                "dropout": self.dropout,
+            }
+        )
+        return config

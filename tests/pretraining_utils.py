@@ -1,0 +1,38 @@
+"""A micro TRIPS configuration and a synthetic pre-training batch for tests."""
+
+import numpy as np
+
+MICRO = dict(
+    vocabulary_size=100,
+    image_shape=(32, 32, 3),
+    patch_size=8,
+    hidden_dim=32,
+    num_heads=2,
+    vision_num_layers=2,
+    vision_mlp_dim=64,
+    text_num_layers=1,
+    fusion_num_layers=1,
+    text_intermediate_dim=64,
+    max_sequence_length=8,
+    selection_layers=(0,),
+    keep_rate=0.5,
+    dropout=0.0,
+)
+
+
+def pretraining_batch(batch_size=4, seed=0):
+    """The `keras_trips.data` pre-training format: positions 1-2 masked."""
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(5, 100, (batch_size, 8)).astype("int32")
+    token_ids[:, 0] = 1
+    token_ids[:, 6:] = 0
+    masked = token_ids.copy()
+    masked[:, 1:3] = 3
+    return {
+        "images": rng.uniform(size=(batch_size, 32, 32, 3)).astype("float32"),
+        "token_ids": masked,
+        "padding_mask": token_ids != 0,
+        "mask_positions": np.array([[1, 2]] * batch_size, "int32"),
+        "mask_ids": token_ids[:, 1:3].copy(),
+        "mask_weights": np.ones((batch_size, 2), "float32"),
+    }

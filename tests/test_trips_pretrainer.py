@@ -1,0 +1,168 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+from pretraining_utils import MICRO, pretraining_batch
+
+from keras_trips.callbacks import KeepRateScheduler
+from keras_trips.models import TRIPSBackbone, TRIPSPretrainer
+from keras_trips.models.trips_pretrainer import unmasked_token_ids
+
+
+def micro_pretrainer(**kwargs):
+    return TRIPSPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16, **kwargs)
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    pretrainer = micro_pretrainer(use_momentum=True, queue_size=6)
+    pretrainer.compile(learning_rate=2e-3)
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(40)
+    before = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    history = pretrainer.fit(dataset, verbose=0).history
+    after = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "itm_accuracy"):
+        assert name in history
+    assert after["loss"] < 0.75 * before["loss"]
+    assert after["mlm_loss"] < 0.6 * before["mlm_loss"]
+
+
+def test_unmasked_token_ids_restores_the_masked_positions():
+    batch = pretraining_batch()
+    batch["mask_weights"][0, 1] = 0.0  # a padded prediction slot
+    restored = numpy(unmasked_token_ids(batch))
+    expected = batch["token_ids"].copy()
+    expected[:, 1:3] = batch["mask_ids"]
+    expected[0, 2] = 3  # the padded slot restores nothing
+    np.testing.assert_array_equal(restored, expected)
+
+
+def test_hard_negatives_never_pick_the_positive():
+    pretrainer = micro_pretrainer()
+    # The positive is by far the most similar: an unmasked sampler takes it.
+    similarity = np.eye(6, dtype="float32") * 30.0
+    for _ in range(20):
+        texts, images = pretrainer.sample_hard_negatives(similarity, similarity)
+        assert not np.any(numpy(texts) == np.arange(6))
+        assert not np.any(numpy(images) == np.arange(6))
+
+
+def test_hard_negatives_follow_the_similarity():
+    pretrainer = micro_pretrainer()
+    similarity = np.zeros((3, 3), "float32")
+    similarity[0, 2] = 5.0  # for item 0, item 2 is the hard negative
+    draws = [
+        numpy(pretrainer.sample_hard_negatives(similarity, similarity)[0])[0]
+        for _ in range(30)
+    ]
+    # p(2) = e^5 / (e^5 + 1) = 0.993 for item 0.
+    assert np.mean(np.array(draws) == 2) > 0.85
+
+
+def test_queue_wraps_around_exactly():
+    pretrainer = micro_pretrainer(use_momentum=True, queue_size=5)
+    queue = numpy(pretrainer.image_queue).copy()
+    pointer = 0
+    for step in range(4):  # batches of 3 into 5 slots: wraps every step
+        rows = np.full((3, 16), step + 1.0, "float32") + np.arange(3)[:, None] / 10
+        pretrainer._enqueue(rows, rows)
+        for row in rows:
+            queue[pointer] = row
+            pointer = (pointer + 1) % 5
+        np.testing.assert_array_equal(numpy(pretrainer.image_queue), queue)
+        np.testing.assert_array_equal(numpy(pretrainer.text_queue), queue)
+        assert int(numpy(pretrainer.queue_pointer)) == pointer
+    # A batch larger than the queue leaves its last rows.
+    rows = np.arange(7 * 16, dtype="float32").reshape(7, 16)
+    pretrainer._enqueue(rows, rows)
+    for row in rows:
+        queue[pointer] = row
+        pointer = (pointer + 1) % 5
+    np.testing.assert_array_equal(numpy(pretrainer.image_queue), queue)
+
+
+def test_momentum_update_is_an_exact_ema():
+    pretrainer = micro_pretrainer(use_momentum=True, momentum=0.9, queue_size=4)
+    pairs = pretrainer._momentum_pairs()
+    # Move the online weights away from their momentum copies.
+    for online, _ in pairs:
+        online.assign(online + 1.0)
+    online_before = [numpy(online).copy() for online, _ in pairs]
+    target_before = [numpy(target).copy() for _, target in pairs]
+    pretrainer(pretraining_batch(), training=True)
+    for (_, target), online, old in zip(pairs, online_before, target_before):
+        np.testing.assert_allclose(
+            numpy(target), 0.9 * old + 0.1 * online, rtol=1e-6, atol=1e-6
+        )
+    # Inference leaves the momentum model and the queue alone.
+    queue = numpy(pretrainer.image_queue).copy()
+    target_now = [numpy(target).copy() for _, target in pairs]
+    pretrainer(pretraining_batch(), training=False)
+    np.testing.assert_array_equal(numpy(pretrainer.image_queue), queue)
+    for (_, target), before in zip(pairs, target_now):
+        np.testing.assert_array_equal(numpy(target), before)
+
+
+def test_saved_and_loaded_pretrainer_gives_identical_losses(tmp_path):
+    pretrainer = micro_pretrainer(use_momentum=True, queue_size=6)
+    pretrainer.compile(learning_rate=1e-3, jit_compile=False)
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(3)
+    pretrainer.fit(dataset, verbose=0)
+    path = str(tmp_path / "pretrainer.keras")
+    pretrainer.save(path)
+    restored = keras.saving.load_model(path)
+    batch = pretraining_batch(seed=1)
+    expected = {k: numpy(v) for k, v in pretrainer(batch).items()}
+    actual = {k: numpy(v) for k, v in restored(batch).items()}
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_allclose(
+            actual[name], expected[name], atol=1e-6, err_msg=name
+        )
+    np.testing.assert_array_equal(
+        numpy(restored.image_queue), numpy(pretrainer.image_queue)
+    )
+
+
+def test_keep_rate_schedule_compiles_few_token_counts():
+    scheduler = KeepRateScheduler(0.5, warmup_steps=2, total_steps=10, num_levels=3)
+    rates = [scheduler.rate(step) for step in range(14)]
+    assert rates[:2] == [1.0, 1.0]
+    assert rates[-1] == 0.5
+    assert sorted(set(rates)) == [0.5, 0.75, 1.0]
+    assert rates == sorted(rates, reverse=True)
+
+    pretrainer = micro_pretrainer()
+    pretrainer.compile(learning_rate=1e-3, jit_compile=False)
+    lengths = []
+
+    class RecordLength(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            lengths.append(pretrainer.backbone.vision_encoder.sequence_lengths()[-1])
+
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(12)
+    pretrainer.fit(dataset, verbose=0, callbacks=[scheduler, RecordLength()])
+    # 16 patches: keep 1.0 -> 17 tokens, 0.75 -> 1 + 12 + 1, 0.5 -> 1 + 8 + 1.
+    tokens = {1.0: 17, 0.75: 14, 0.5: 10}
+    assert lengths == [tokens[scheduler.rate(step)] for step in range(12)]
+    assert len(set(lengths)) == 3
+    assert len(scheduler._train_functions) <= 3
+
+
+def test_bad_inputs():
+    pretrainer = micro_pretrainer()
+    batch = pretraining_batch()
+    with pytest.raises(ValueError, match="vocabulary"):
+        pretrainer({**batch, "token_ids": batch["token_ids"] + 1000})
+    with pytest.raises(ValueError, match="padding_mask"):
+        pretrainer({**batch, "padding_mask": batch["padding_mask"][:, :5]})
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        pretrainer({k: v[:1] for k, v in batch.items()})
+    with pytest.raises(ValueError, match="must match the vision width"):
+        TRIPSBackbone(**MICRO, text_hidden_dim=48)
+    with pytest.raises(ValueError, match="queue_size"):
+        micro_pretrainer(use_momentum=True, queue_size=0)
