@@ -40,13 +40,15 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def randomize_layer_norms(model, torch):
-    """Non-trivial LayerNorm parameters, so a swapped scale/offset shows."""
+def randomize_parameters(model, torch):
+    """Weights large enough for sharp attention, random biases and LayerNorm
+    parameters (HF initialises these to 0 and 1), so a misplaced tensor shows."""
     torch.manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if "norm" in name:
-                parameter.add_(0.3 * torch.randn_like(parameter))
+            parameter.normal_(std=0.2)
+            if "norm" in name and name.endswith("weight"):
+                parameter.add_(1.0)
 
 
 def save_hf(model, folder, torch):
@@ -65,7 +67,7 @@ def hf_vit(tmp_path_factory):
     torch.manual_seed(0)
     config = transformers.ViTConfig(**ARCHITECTURE, layer_norm_eps=1e-6)
     model = transformers.ViTModel(config, add_pooling_layer=False).eval()
-    randomize_layer_norms(model, torch)
+    randomize_parameters(model, torch)
     folder = tmp_path_factory.mktemp("hf_vit")
     return str(folder), save_hf(model, folder, torch).last_hidden_state.numpy()
 
@@ -79,7 +81,7 @@ def hf_clip(tmp_path_factory):
     model = transformers.CLIPVisionModel(
         transformers.CLIPVisionConfig(**ARCHITECTURE)
     ).eval()
-    randomize_layer_norms(model, torch)
+    randomize_parameters(model, torch)
     folder = tmp_path_factory.mktemp("hf_clip")
     output = save_hf(model, folder, torch)
     with torch.no_grad():
@@ -142,12 +144,12 @@ def test_full_clip_checkpoint_loads_its_vision_tower(tmp_path, hf_clip):
 
 
 def randomize(model):
-    """Random float weights (keras-hub zero-initialises biases and norms)."""
+    """As `randomize_parameters`, for a keras-hub model."""
     rng = np.random.default_rng(1)
     for variable in model.weights:
         if "float" in str(variable.dtype):
-            scale = 0.3 if "embedding" in variable.path else 0.1
-            variable.assign(rng.normal(scale=scale, size=variable.shape))
+            value = rng.normal(scale=0.2, size=variable.shape)
+            variable.assign(value + (1.0 if variable.path.endswith("gamma") else 0.0))
 
 
 def test_keras_hub_vit_backbone_matches(tmp_path):
@@ -285,8 +287,9 @@ def test_missing_files(tmp_path):
 # === CLI ===
 
 
-def test_cli_writes_a_loadable_encoder(tmp_path, hf_vit):
-    folder, expected = hf_vit
+def test_cli_writes_a_loadable_encoder(tmp_path, hf_clip):
+    # CLIP: quick GELU, the embedding norm and the bias-free patches round-trip.
+    folder, expected = hf_clip
     path = os.path.join(os.path.dirname(__file__), "..", "tools", "convert_vision.py")
     spec = importlib.util.spec_from_file_location("convert_vision", path)
     cli = importlib.util.module_from_spec(spec)
