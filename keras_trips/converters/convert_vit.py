@@ -259,7 +259,9 @@ def load_hf_vision_encoder(encoder, checkpoint_dir):
         checkpoint, f"{names['patches']}.weight", projection.kernel, torch_shape
     )
     # ViT's class token is stored (1, 1, D), CLIP's (D,).
-    class_shape = (1, 1, encoder.hidden_dim) if names["pre_norm"] is None else None
+    class_shape = (
+        (1, 1, encoder.hidden_dim) if checkpoint.architecture == "vit" else None
+    )
     assignments = [
         (projection.kernel, np.transpose(kernel, (2, 3, 1, 0))),
         reshaped(checkpoint, names["class_token"], embedding.class_token, class_shape),
@@ -477,14 +479,14 @@ def _positions(source, name, encoder, position_ids=None):
     """Position embeddings `(1 + N0, D)` (or `(1, 1 + N0, D)`), looked up by
     `position_ids` if given, resized to the encoder's patch grid."""
     variable = encoder.patch_embedding.position_embedding
-    positions = source.tensor(name)
+    positions = stored = source.tensor(name)
     if position_ids is not None:
         positions = positions[np.reshape(position_ids, -1)]
     if positions.ndim == 3 and positions.shape[0] == 1:
         positions = positions[0]
     if positions.ndim != 2 or positions.shape[1] != encoder.hidden_dim:
         raise ValueError(
-            f"Checkpoint tensor '{name}' has shape {tuple(source.tensor(name).shape)}, "
+            f"Checkpoint tensor '{name}' has shape {tuple(stored.shape)}, "
             f"but {variable.path} of shape {tuple(variable.shape)} needs "
             f"(1 + num_patches, {encoder.hidden_dim})."
         )
