@@ -1,0 +1,32 @@
+"""keras_trips.training: the common parts of the training recipes.
+
+Options (`training_parser`, `parse_training_arguments`), data in a resumable
+order, model building, data parallelism, resumable `fit` with checkpoints,
+and the end-of-run plot and summary. `recipes/` are thin fronts over it.
+"""
+
+from keras_trips.training.arguments import (
+    parse_training_arguments,
+    training_parser,
+)
+from keras_trips.training.data import (
+    caption_eval_data,
+    eval_caption_file,
+    examples_per_pass,
+    resumable_stream,
+    training_dataset,
+)
+from keras_trips.training.distribution import data_parallel_devices, distribution_scope
+from keras_trips.training.loop import (
+    StepLogger,
+    fit_resumable,
+    training_callbacks,
+    training_schedule,
+)
+from keras_trips.training.model_setup import (
+    backbone_config,
+    build_pretrainer,
+    save_models,
+)
+from keras_trips.training.reporting import plot_losses, print_summary, read_step_log
+from keras_trips.training.training_checkpoint import TrainingCheckpoint

@@ -1,0 +1,139 @@
+"""The recipes' datasets: the built-in scenes or files, in a resumable order."""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from keras_trips import data
+from keras_trips.data.captions import read_albef_json
+from keras_trips.datasets import scenes
+
+# Longest caption the recipes tokenise (ALBEF: 30).
+SEQUENCE_LENGTH = 30
+
+
+def caption_files(args):
+    """`(annotation file, image root)` of the run's data; builds the scenes
+    (into their cache folder) on first use."""
+    if args.data_format != "scenes":
+        return args.annotations, args.image_root
+    files = scenes.load_scenes(
+        num_train=args.num_scenes,
+        num_val=200,
+        num_test=200,
+        image_size=args.image_size,
+        seed=0,
+    )
+    return files["train"]["captions"], None
+
+
+def eval_caption_file(args, split="val"):
+    """The scenes' `split` caption file (evaluation of the built-in data)."""
+    files = scenes.load_scenes(
+        num_train=args.num_scenes,
+        num_val=200,
+        num_test=200,
+        image_size=args.image_size,
+        seed=0,
+    )
+    return files[split]["captions"]
+
+
+def examples_per_pass(args, captions):
+    """Examples in one pass over the training data (`captions` as the
+    readers': "random" one per image, "all" one per caption); None where
+    only reading the data would tell (COCO, TFRecords)."""
+    if args.data_format in ("coco", "tfrecord"):
+        return None
+    with open(caption_files(args)[0]) as file:
+        rows = json.load(file)
+    if captions == "random":
+        return len(rows)
+    return sum(
+        1 if isinstance(row["caption"], str) else len(row["caption"]) for row in rows
+    )
+
+
+def training_dataset(args, sequence_length, masking=True):
+    """One pass over the training data, in an order fixed by `args.seed`.
+
+    Args:
+        args: the recipe's parsed options.
+        sequence_length: int. The model's longest text.
+        masking: bool. MLM masking (pre-training); without it, one example
+            per caption (fine-tuning on captions).
+    """
+    preprocessor = data.TRIPSTextPreprocessor(
+        sequence_length=min(SEQUENCE_LENGTH, sequence_length),
+        mask_rate=0.15 if masking else 0.0,
+    )
+    common = dict(
+        preprocessor=preprocessor,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        training=True,
+        seed=args.seed,
+        deterministic=True,
+    )
+    annotations, image_root = caption_files(args)
+    captions = "random" if masking else "all"
+    if args.data_format == "tfrecord":
+        dataset = data.tfrecord_dataset(annotations, **common)
+    elif args.data_format == "coco":
+        dataset = data.coco_captions_dataset(
+            annotations, image_root, captions=captions, **common
+        )
+    else:
+        dataset = data.albef_json_dataset(
+            annotations, image_root, captions=captions, **common
+        )
+    # The masking draws from stateful random ops in a parallel map: one
+    # thread keeps their draw order, so a resumed run sees the same masks.
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    return dataset.with_options(options)
+
+
+def resumable_stream(dataset, start_step):
+    """The endless stream of batches of `dataset` from batch `start_step` on.
+
+    Pass `k` of the stream is the data's `k`-th shuffle, whatever happened
+    before: a run resumed at a step sees the batches the uninterrupted run
+    saw from there.
+    """
+    return dataset.repeat().skip(start_step)
+
+
+def caption_eval_data(annotation_file, image_root, sequence_length, image_size):
+    """A retrieval gallery: every image once, every caption once, in order.
+
+    Returns:
+        dict: `"images"` `(N, H, W, 3)`, `"token_ids"`, `"padding_mask"`
+        `(M, L)` numpy arrays and `"text_to_image"` `(M,)`, the image of
+        each caption.
+    """
+    rows = read_albef_json(annotation_file, image_root)
+    dataset = data.albef_json_dataset(
+        annotation_file,
+        image_root,
+        preprocessor=data.TRIPSTextPreprocessor(
+            sequence_length=min(SEQUENCE_LENGTH, sequence_length)
+        ),
+        batch_size=256,
+        image_size=image_size,
+        training=False,
+        captions="all",
+        drop_remainder=False,
+    )
+    batches = list(dataset.as_numpy_iterator())
+    features = {
+        key: np.concatenate([batch[key] for batch in batches])
+        for key in ("images", "token_ids", "padding_mask")
+    }
+    counts = [len(row["captions"]) for row in rows]
+    # The dataset repeats each image once per caption; keep its first copy.
+    first_caption = np.cumsum([0, *counts[:-1]])
+    features["images"] = features["images"][first_caption]
+    features["text_to_image"] = np.repeat(np.arange(len(rows)), counts)
+    return features

@@ -1,0 +1,146 @@
+"""The recipes' training loop: schedule, callbacks, resumable `fit`."""
+
+import math
+import os
+import time
+
+import keras
+
+from keras_trips.callbacks import KeepRateScheduler
+from keras_trips.training.data import resumable_stream
+from keras_trips.training.training_checkpoint import TrainingCheckpoint
+
+
+def training_schedule(args, examples_per_pass):
+    """`(steps_per_epoch, epochs, total_steps)` from the options.
+
+    An epoch is `--steps-per-epoch` batches, by default one pass over the
+    data; `--steps` sets the total (the last epoch may then be partial),
+    otherwise `--epochs` does.
+    """
+    steps_per_epoch = args.steps_per_epoch
+    if steps_per_epoch is None:
+        if examples_per_pass is None:
+            steps_per_epoch = args.steps
+        else:
+            steps_per_epoch = max(1, examples_per_pass // args.batch_size)
+    total_steps = args.steps or args.epochs * steps_per_epoch
+    return steps_per_epoch, math.ceil(total_steps / steps_per_epoch), total_steps
+
+
+def training_callbacks(args, total_steps):
+    """The run's callbacks: its `TrainingCheckpoint` first, then TensorBoard
+    logs, the CSV histories (per epoch and per step, appended on resume) and,
+    with `--keep-rate-warmup`, the keep-rate schedule."""
+    output_dir = args.output_dir
+    checkpoint = TrainingCheckpoint(
+        os.path.join(output_dir, "checkpoints"), save_every=args.checkpoint_every
+    )
+    callbacks = [
+        checkpoint,
+        StepLogger(os.path.join(output_dir, "steps.csv"), checkpoint),
+        keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
+    ]
+    if args.keep_rate_warmup is not None:
+        # The scheduler counts optimizer updates; the options count batches.
+        updates = total_steps // args.grad_accumulation
+        warmup = args.keep_rate_warmup // args.grad_accumulation
+        callbacks.append(
+            KeepRateScheduler(
+                args.keep_rates[0] if args.keep_rates else 0.7,
+                warmup_steps=warmup,
+                total_steps=max(warmup + 1, updates // 2),
+            )
+        )
+    return callbacks
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Appends `step,<metric>...` to a CSV file every batch (the running
+    means of the epoch, as the progress bar shows them).
+
+    Args:
+        path: str. The CSV file; appended to, so that a resumed run extends it.
+        checkpoint: the run's `TrainingCheckpoint`, placed before this
+            callback: it counts the steps.
+
+    Example:
+    ```python
+    checkpoint = TrainingCheckpoint("run/checkpoints", save_every=100)
+    callbacks = [checkpoint, StepLogger("run/steps.csv", checkpoint)]
+    ```
+    """
+
+    def __init__(self, path, checkpoint):
+        super().__init__()
+        self.path = path
+        self.checkpoint = checkpoint
+        self.columns = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        if self.columns is None:
+            self.columns = sorted(logs)
+            if not os.path.isfile(self.path):
+                with open(self.path, "w") as file:
+                    file.write(",".join(["step", *self.columns]) + "\n")
+        values = [str(self.checkpoint.step)]
+        values += [repr(logs.get(name, "")) for name in self.columns]
+        with open(self.path, "a") as file:
+            file.write(",".join(values) + "\n")
+
+
+def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbose=1):
+    """Trains `model` to `total_steps` batches, resuming from the newest
+    checkpoint of the `TrainingCheckpoint` in `callbacks`.
+
+    Restores the weights and the optimizer (its step count included), then
+    feeds the batches from that step on (`resumable_stream`). A resumed
+    epoch is finished with its remaining batches, so epochs stay aligned
+    with the uninterrupted run.
+
+    Args:
+        model: a compiled Keras model.
+        dataset: a `tf.data.Dataset`, one pass over the data in a fixed order.
+        steps_per_epoch: int. total_steps: int.
+        callbacks: list, holding one `TrainingCheckpoint`.
+        verbose: `fit`'s verbosity (1: Keras' progress bar).
+
+    Returns:
+        dict: `"start_step"` (restored), `"steps"` (trained now) and
+        `"seconds"` (wall time of `fit`).
+    """
+    checkpoint = next(c for c in callbacks if isinstance(c, TrainingCheckpoint))
+    start_step = step = checkpoint.restore(model)
+
+    def stop_at_total_steps(batch, logs):
+        if checkpoint.step >= total_steps:
+            model.stop_training = True
+
+    callbacks = [
+        *callbacks,
+        keras.callbacks.LambdaCallback(on_train_batch_end=stop_at_total_steps),
+    ]
+    started = time.perf_counter()
+    while step < total_steps:
+        epoch, done_in_epoch = divmod(step, steps_per_epoch)
+        if done_in_epoch:
+            # A resumed epoch is finished alone, to keep epochs aligned.
+            steps, epochs = steps_per_epoch - done_in_epoch, epoch + 1
+        else:
+            steps, epochs = steps_per_epoch, math.ceil(total_steps / steps_per_epoch)
+        model.fit(
+            resumable_stream(dataset, step),
+            initial_epoch=epoch,
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        step = checkpoint.step
+    return {
+        "start_step": start_step,
+        "steps": step - start_step,
+        "seconds": time.perf_counter() - started,
+    }
