@@ -348,7 +348,9 @@ class TRIPSPretrainer(keras.Model):
         loss = sum(y_pred[name] for name in LOSSES if name in y_pred)
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        # As Keras' own compute_loss: under tf.distribute, divided by the
+        # replica count, since the replicas' gradients are summed.
+        return self._aggregate_additional_loss(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for name, value in y_pred.items():
