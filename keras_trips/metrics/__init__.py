@@ -1,1 +1,4 @@
-"""keras_trips.metrics."""
+"""keras_trips.metrics: evaluation of downstream tasks."""
+
+from keras_trips.metrics.retrieval_evaluator import RetrievalEvaluator
+from keras_trips.metrics.retrieval_recall import retrieval_recall

@@ -81,6 +81,12 @@ def training_parser(description, output_dir):
     data.add_argument(
         "--num-scenes", type=int, default=4000, help="Built-in training scenes."
     )
+    data.add_argument(
+        "--num-eval-scenes",
+        type=int,
+        default=200,
+        help="Built-in validation and test scenes (each).",
+    )
 
     schedule = parser.add_argument_group("schedule")
     schedule.add_argument("--batch-size", type=int, default=32, help="Global batch.")
@@ -204,7 +210,13 @@ def _validate(parser, args):
     for name in ("batch_size", "epochs", "checkpoint_every", "grad_accumulation"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
-    for name in ("steps", "steps_per_epoch", "image_size", "num_scenes"):
+    for name in (
+        "steps",
+        "steps_per_epoch",
+        "image_size",
+        "num_scenes",
+        "num_eval_scenes",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")

@@ -18,26 +18,22 @@ def caption_files(args):
     (into their cache folder) on first use."""
     if args.data_format != "scenes":
         return args.annotations, args.image_root
-    files = scenes.load_scenes(
+    return _scenes(args)["train"]["captions"], None
+
+
+def _scenes(args):
+    return scenes.load_scenes(
         num_train=args.num_scenes,
-        num_val=200,
-        num_test=200,
+        num_val=args.num_eval_scenes,
+        num_test=args.num_eval_scenes,
         image_size=args.image_size,
         seed=0,
     )
-    return files["train"]["captions"], None
 
 
 def eval_caption_file(args, split="val"):
     """The scenes' `split` caption file (evaluation of the built-in data)."""
-    files = scenes.load_scenes(
-        num_train=args.num_scenes,
-        num_val=200,
-        num_test=200,
-        image_size=args.image_size,
-        seed=0,
-    )
-    return files[split]["captions"]
+    return _scenes(args)[split]["captions"]
 
 
 def examples_per_pass(args, captions):
