@@ -59,6 +59,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="projection",
         )
+        self.build()
 
     def build(self, input_shape=None):
         self.projection.build((None, *self.image_shape))

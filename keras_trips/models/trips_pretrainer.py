@@ -131,7 +131,8 @@ class TRIPSPretrainer(keras.Model):
         self.momentum_text_projection.build((None, backbone.hidden_dim))
         for online, target in self._momentum_pairs():
             target.trainable = False
-            target.assign(online)
+            # A copy: JAX must not see one buffer behind two variables.
+            target.assign(ops.copy(online.value))
 
         def unit_rows(shape, dtype=None):
             rows = keras.random.normal(shape, seed=1)
@@ -203,7 +204,7 @@ class TRIPSPretrainer(keras.Model):
         """
         size = self.queue_size
         batch = ops.shape(image_embedding)[0]
-        pointer = ops.cast(self.queue_pointer, "int32")
+        pointer = self.queue_pointer.value
         # Row `offset` of the batch is the first to land on each slot.
         offset = ops.mod(ops.arange(size, dtype="int32") - pointer, size)
         written = offset < batch
@@ -214,13 +215,13 @@ class TRIPSPretrainer(keras.Model):
             (self.text_queue, text_embedding),
         ):
             queue.assign(
-                ops.where(written[:, None], ops.take(rows, last, axis=0), queue)
+                ops.where(written[:, None], ops.take(rows, last, axis=0), queue.value)
             )
         self.queue_pointer.assign(ops.mod(pointer + batch, size))
 
     def _contrastive_loss(self, image_embedding, text_embedding, momentum_inputs):
         """ITC loss and the in-batch similarities (for hard negatives)."""
-        temperature = ops.clip(self.temperature, 0.001, 0.5)
+        temperature = ops.clip(self.temperature.value, 0.001, 0.5)
         batch = ops.shape(image_embedding)[0]
         targets = ops.eye(batch)
         if momentum_inputs is None:
@@ -230,8 +231,8 @@ class TRIPSPretrainer(keras.Model):
             targets_i2t = targets_t2i = targets
         else:
             image_m, text_m = momentum_inputs
-            image_all = ops.concatenate([image_m, self.image_queue], axis=0)
-            text_all = ops.concatenate([text_m, self.text_queue], axis=0)
+            image_all = ops.concatenate([image_m, self.image_queue.value], axis=0)
+            text_all = ops.concatenate([text_m, self.text_queue.value], axis=0)
             sim_i2t = ops.matmul(image_embedding, ops.transpose(text_all)) / temperature
             sim_t2i = ops.matmul(text_embedding, ops.transpose(image_all)) / temperature
             sim_i2t_m = ops.matmul(image_m, ops.transpose(text_all)) / temperature
@@ -255,7 +256,8 @@ class TRIPSPretrainer(keras.Model):
         positive = ops.cast(ops.eye(batch), "bool")
 
         def draw(similarity):
-            logits = ops.where(positive, -1e9, ops.stop_gradient(similarity))
+            similarity = ops.stop_gradient(ops.convert_to_tensor(similarity))
+            logits = ops.where(positive, -1e9, similarity)
             return keras.random.categorical(
                 logits, 1, seed=self.seed_generator, dtype="int32"
             )[:, 0]

@@ -152,7 +152,7 @@ class TRIPSVisionEncoder(keras.Model):
         self.build()
 
     def build(self, input_shape=None):
-        self.patch_embedding.build()
+        # The patch embedding builds itself: its shapes come from its config.
         if self.embedding_norm is not None:
             self.embedding_norm.build((None, None, self.hidden_dim))
         for block in self.blocks:
