@@ -14,6 +14,12 @@ import keras
 import numpy as np
 import pytest
 
+if keras.backend.backend() == "torch":
+    import torch
+
+    # The test models are tiny: threads cost more in sync than they save.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def fixed_seed():
