@@ -62,6 +62,10 @@ class TRIPSPatchSelection(keras.layers.Layer):
         self.num_heads = num_heads
         self.fuse_inattentive = bool(fuse_inattentive)
         self.supports_masking = False
+        # No weights; built now, since vision blocks call `score`/`select`
+        # rather than the layer, and an unbuilt layer makes Keras trace the
+        # whole model again (under MirroredStrategy on an averaged batch).
+        self.built = True
 
     def num_kept(self, num_tokens, keep_rate=None):
         """Returns k, the number of the `num_tokens` image tokens kept."""
