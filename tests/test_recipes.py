@@ -4,6 +4,9 @@ import importlib.util
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -34,6 +37,7 @@ def micro_arguments(output_dir, *extra):
         "--dropout=0",
         "--keep-rate=0.5",
         "--num-scenes=64",
+        "--num-eval-scenes=8",
         "--image-size=32",
         "--batch-size=8",
         "--warmup-steps=2",
@@ -112,3 +116,114 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         assert (tmp_path / "killed" / name).is_file()
     for name in ("loss", "itc_loss", "itm_loss", "mlm_loss"):
         assert np.isfinite(resumed["final"][name])
+
+
+def test_retrieval_finetuning_reports_recall(tmp_path):
+    finetune = load_recipe("finetune_retrieval")
+    result = finetune.main(
+        micro_arguments(tmp_path, "--steps=2", "--k-test=4", "--checkpoint-every=2")
+    )
+    assert result["timing"]["steps"] == 2
+    assert set(result["recall"]) >= {"image_to_text_r1", "text_to_image_r10"}
+    assert all(0.0 <= value <= 1.0 for value in result["recall"].values())
+    assert os.path.isfile(result["files"]["pretrainer"])
+
+
+def run_script(script, tmp_path, **environment):
+    """Runs `script` in a fresh interpreter (device counts are fixed at
+    import); returns the JSON it prints last."""
+    env = {**os.environ, **environment}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(pathlib.Path(__file__).parent), env.get("PYTHONPATH", "")]
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+LOSSES = ("loss", "itc_loss", "itm_loss", "mlm_loss")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX DataParallel")
+def test_jax_data_parallel_matches_one_device(tmp_path):
+    # The model sees the global batch as one sharded array: the same losses.
+    script = """
+        import json, sys
+        import keras
+        from test_recipes import load_recipe, micro_arguments
+        from keras_trips import training
+
+        assert len(keras.distribution.list_devices()) == 2
+        pretrain = load_recipe("pretrain")
+        logs = {}
+        for name, extra in [("single", []), ("parallel", ["--data-parallel"])]:
+            output = sys.argv[1] + "/" + name
+            pretrain.main(micro_arguments(output, "--steps=3", *extra))
+            logs[name] = training.read_step_log(output + "/steps.csv")
+        print(json.dumps(logs))
+    """
+    flags = os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    logs = run_script(
+        script,
+        tmp_path,
+        KERAS_BACKEND="jax",
+        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2",
+    )
+    for name in LOSSES:
+        np.testing.assert_allclose(
+            logs["parallel"][name], logs["single"][name], rtol=1e-4, atol=1e-5
+        )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy")
+def test_tensorflow_mirrored_losses_are_the_replicas_mean(tmp_path):
+    # Each replica computes its step on its half of the global batch: its
+    # contrastive negatives are its own half. With 2 pairs a replica the ITM
+    # hard negatives are forced, so the logged losses of the first step are
+    # exactly the mean of one-device losses on the two halves.
+    script = """
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        import keras
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        from test_recipes import load_recipe, micro_arguments
+        from keras_trips import training
+
+        argv = micro_arguments(sys.argv[1], "--steps=2", "--batch-size=4")
+        pretrain = load_recipe("pretrain")
+        pretrain.main([*argv, "--data-parallel"])
+        parallel = training.read_step_log(sys.argv[1] + "/steps.csv")
+
+        parser = training.training_parser("test", "unused")
+        args = training.parse_training_arguments(parser, argv)
+        keras.utils.set_random_seed(args.seed)
+        dataset = training.training_dataset(args, 8)
+        pretrainer = training.build_pretrainer(args, 2)
+        batch = next(iter(training.resumable_stream(dataset, 0)))
+        halves = [
+            pretrainer({k: v[i : i + 2] for k, v in batch.items()}, training=True)
+            for i in (0, 2)
+        ]
+        single = {
+            name: float(np.mean([float(h[name]) for h in halves]))
+            for name in ("itc_loss", "itm_loss", "mlm_loss")
+        }
+        single["loss"] = sum(single.values())
+        print(json.dumps({"parallel": parallel, "single": single}))
+    """
+    result = run_script(script, tmp_path, KERAS_BACKEND="tensorflow")
+    for name in LOSSES:
+        np.testing.assert_allclose(
+            result["parallel"][name][0], result["single"][name], rtol=1e-4
+        )

@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -88,7 +89,15 @@ def training_dataset(args, sequence_length, masking=True):
     # thread keeps their draw order, so a resumed run sees the same masks.
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
-    return dataset.with_options(options)
+    dataset = dataset.with_options(options)
+    if args.devices and keras.backend.backend() == "tensorflow":
+        # Keras builds a MirroredStrategy model on the replicas' mean batch,
+        # which fails on bool features; the pretrainer derives the padding
+        # mask from the token ids (0 is padding) when it is absent.
+        dataset = dataset.map(
+            lambda features: {k: v for k, v in features.items() if k != "padding_mask"}
+        )
+    return dataset
 
 
 def resumable_stream(dataset, start_step):

@@ -112,6 +112,11 @@ def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbo
         `"seconds"` (wall time of `fit`).
     """
     checkpoint = next(c for c in callbacks if isinstance(c, TrainingCheckpoint))
+    if keras.backend.backend() == "tensorflow" and not model.built:
+        # Built on a real batch: Keras would build a MirroredStrategy model
+        # on the replicas' mean batch, whose token ids are no longer ints.
+        # Before the restore, which resets the state this call advances.
+        model(next(iter(dataset)))
     start_step = step = checkpoint.restore(model)
 
     def stop_at_total_steps(batch, logs):
