@@ -5,6 +5,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from keras_trips.callbacks import KeepRateScheduler
 from keras_trips.training.data import resumable_stream
@@ -113,10 +114,16 @@ def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbo
     """
     checkpoint = next(c for c in callbacks if isinstance(c, TrainingCheckpoint))
     if keras.backend.backend() == "tensorflow" and not model.built:
-        # Built on a real batch: Keras would build a MirroredStrategy model
-        # on the replicas' mean batch, whose token ids are no longer ints.
-        # Before the restore, which resets the state this call advances.
-        model(next(iter(dataset)))
+        # Built here: Keras would build a MirroredStrategy model on the
+        # replicas' mean batch, whose token ids are no longer ints. On zeros,
+        # so that no data (nor its random masking) is drawn; before the
+        # restore, which resets the sampler state this call advances.
+        model(
+            {
+                name: np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
+                for name, spec in dataset.element_spec.items()
+            }
+        )
     start_step = step = checkpoint.restore(model)
 
     def stop_at_total_steps(batch, logs):
