@@ -79,7 +79,7 @@ def training_parser(description, output_dir):
     )
     data.add_argument("--image-root", help="Default: the annotation file's folder.")
     data.add_argument(
-        "--num-scenes", type=int, default=4000, help="Built-in training scenes."
+        "--num-scenes", type=int, default=3000, help="Built-in training scenes."
     )
     data.add_argument(
         "--num-eval-scenes",
@@ -90,7 +90,7 @@ def training_parser(description, output_dir):
 
     schedule = parser.add_argument_group("schedule")
     schedule.add_argument("--batch-size", type=int, default=32, help="Global batch.")
-    schedule.add_argument("--epochs", type=int, default=3)
+    schedule.add_argument("--epochs", type=int, default=2)
     schedule.add_argument(
         "--steps-per-epoch",
         type=int,
