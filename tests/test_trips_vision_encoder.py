@@ -177,6 +177,13 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path):
     assert restored.get_config() == encoder.get_config()
 
 
+def test_every_layer_is_built_at_construction():
+    # An unbuilt sublayer makes Keras' trainers re-trace or re-run the model
+    # eagerly on every predict_on_batch/train_on_batch to build it.
+    encoder = tiny_encoder()
+    assert all(layer.built for layer in encoder._flatten_layers())
+
+
 def test_config_round_trip():
     encoder = tiny_encoder(keep_rate=(0.5, 0.7), guidance="text+image")
     restored = TRIPSVisionEncoder.from_config(encoder.get_config())
