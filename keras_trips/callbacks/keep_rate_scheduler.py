@@ -11,10 +11,11 @@ class KeepRateScheduler(keras.callbacks.Callback):
 
     The rate is quantised to `num_levels` values between 1.0 and the target:
     each distinct rate is a distinct static token count, so a compiled train
-    function per level, built once and reused, instead of one per step. The
-    schedule follows the optimizer's step count, so a resumed run picks it up
-    where it was. Every `TRIPSVisionEncoder` in the model follows it (the
-    momentum copy too).
+    function per level, built once and reused, instead of one per step. Steps
+    are batches, as Keras' learning-rate schedules count them (also under
+    gradient accumulation), taken from the optimizer, so a resumed run picks
+    the schedule up where it was. Every `TRIPSVisionEncoder` in the model
+    follows it (the momentum copy too).
 
     Args:
         keep_rate: float in (0, 1]. The rate reached at `total_steps`.
@@ -68,8 +69,10 @@ class KeepRateScheduler(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # Counted here rather than read from the optimizer at each batch: the
-        # JAX trainer syncs variables back only at the end of an epoch.
-        self.step = int(self.model.optimizer.iterations.numpy())
+        # JAX trainer syncs variables back only at the end of an epoch. The
+        # batch count is `_iterations`: under gradient accumulation, the
+        # public `iterations` counts the updates.
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer._iterations))
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

@@ -15,6 +15,7 @@ import keras
 from keras_trips.layers.trips_patch_selection import validate_keep_rate
 from keras_trips.models.trips_backbone import PRESETS, TRIPSBackbone
 from keras_trips.training.distribution import data_parallel_devices
+from keras_trips.training.model_setup import backbone_config
 
 DATA_FORMATS = ("scenes", "albef", "coco", "tfrecord")
 
@@ -204,7 +205,9 @@ def _validate(parser, args):
     if args.keep_rate_warmup is not None:
         if args.keep_rate_warmup < 0:
             parser.error("--keep-rate-warmup must be >= 0.")
-        if args.keep_rates is not None and len(args.keep_rates) != 1:
+        # The target is the model's rate: --keep-rate, else the preset's or
+        # --backbone-overrides'.
+        if isinstance(backbone_config(args)["keep_rate"], (list, tuple)):
             parser.error("--keep-rate-warmup schedules one keep rate for all stages.")
 
     for name in ("batch_size", "epochs", "checkpoint_every", "grad_accumulation"):

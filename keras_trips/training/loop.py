@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_trips.callbacks import KeepRateScheduler
 from keras_trips.training.data import resumable_stream
+from keras_trips.training.model_setup import backbone_config
 from keras_trips.training.training_checkpoint import TrainingCheckpoint
 
 
@@ -44,14 +45,12 @@ def training_callbacks(args, total_steps):
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
     ]
     if args.keep_rate_warmup is not None:
-        # The scheduler counts optimizer updates; the options count batches.
-        updates = total_steps // args.grad_accumulation
-        warmup = args.keep_rate_warmup // args.grad_accumulation
+        # Steps are batches, in the scheduler as in the options.
         callbacks.append(
             KeepRateScheduler(
-                args.keep_rates[0] if args.keep_rates else 0.7,
-                warmup_steps=warmup,
-                total_steps=max(warmup + 1, updates // 2),
+                backbone_config(args)["keep_rate"],
+                warmup_steps=args.keep_rate_warmup,
+                total_steps=max(args.keep_rate_warmup + 1, total_steps // 2),
             )
         )
     return callbacks
