@@ -47,7 +47,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
 
     sequence_length = training.backbone_config(args)["max_sequence_length"]
-    dataset = training.training_dataset(args, sequence_length, masking=False)
+    dataset_fn = training.training_dataset_fn(args, sequence_length, masking=False)
     steps_per_epoch, _, total_steps = training.training_schedule(
         args, training.examples_per_pass(args, captions="all")
     )
@@ -55,7 +55,7 @@ def main(argv=None):
         pretrainer = training.build_pretrainer(args, total_steps, args.init_from)
         timing = training.fit_resumable(
             pretrainer,
-            dataset,
+            dataset_fn,
             steps_per_epoch,
             total_steps,
             training.training_callbacks(args, total_steps),

@@ -25,7 +25,7 @@ def main(argv=None, extra_callbacks=()):
     os.makedirs(args.output_dir, exist_ok=True)
 
     config = training.backbone_config(args)
-    dataset = training.training_dataset(args, config["max_sequence_length"])
+    dataset_fn = training.training_dataset_fn(args, config["max_sequence_length"])
     steps_per_epoch, _, total_steps = training.training_schedule(
         args, training.examples_per_pass(args, captions="random")
     )
@@ -33,7 +33,7 @@ def main(argv=None, extra_callbacks=()):
         pretrainer = training.build_pretrainer(args, total_steps)
         callbacks = [*training.training_callbacks(args, total_steps), *extra_callbacks]
         timing = training.fit_resumable(
-            pretrainer, dataset, steps_per_epoch, total_steps, callbacks
+            pretrainer, dataset_fn, steps_per_epoch, total_steps, callbacks
         )
         files = training.save_models(pretrainer, args.output_dir)
 

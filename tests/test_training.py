@@ -95,7 +95,7 @@ def test_recipe_fails_before_building_anything(monkeypatch, capsys):
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(training, "training_dataset", no_work)
+    monkeypatch.setattr(training, "training_dataset_fn", no_work)
     monkeypatch.setattr(training, "build_pretrainer", no_work)
     with pytest.raises(SystemExit):
         load_recipe("pretrain").main(["--keep-rate", "2"])

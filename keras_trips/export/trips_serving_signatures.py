@@ -40,14 +40,12 @@ def image_text_matching(pretrainer, inputs):
 
 def image_embedding(pretrainer, inputs):
     image = pretrainer.backbone.encode_image(inputs["images"])
-    return {
-        "image_embedding": pretrainer._embed(pretrainer.vision_projection, image[:, 0])
-    }
+    return {"image_embedding": pretrainer.embed_image(image)}
 
 
 def text_embedding(pretrainer, inputs):
     text = pretrainer.backbone.encode_text(inputs["token_ids"], inputs["padding_mask"])
-    return {"text_embedding": pretrainer._embed(pretrainer.text_projection, text[:, 0])}
+    return {"text_embedding": pretrainer.embed_text(text)}
 
 
 def pretrainer_features(pretrainer, inputs):

@@ -43,11 +43,6 @@ class RetrievalEvaluator:
         for start in range(0, count, self.batch_size):
             yield slice(start, min(count, start + self.batch_size))
 
-    def _embed(self, projection, states):
-        return ops.convert_to_numpy(
-            ops.normalize(ops.cast(projection(states[:, 0]), "float32"), axis=-1)
-        )
-
     def itc_similarity(self, images, token_ids, padding_mask):
         """`(num_images, num_texts)` ITC similarities, and the text states
         (reused for the ITM pass)."""
@@ -56,15 +51,16 @@ class RetrievalEvaluator:
         for part in self._batches(len(images)):
             # No text embedding: the vision encoder selects by the image [CLS].
             tokens = backbone.encode_image(images[part])
-            image_embeddings.append(
-                self._embed(self.pretrainer.vision_projection, tokens)
-            )
+            image_embeddings.append(self.pretrainer.embed_image(tokens))
         for part in self._batches(len(token_ids)):
             states = backbone.encode_text(token_ids[part], padding_mask[part])
             text_states.append(ops.convert_to_numpy(states))
-            text_embeddings.append(self._embed(self.pretrainer.text_projection, states))
-        similarity = (
-            np.concatenate(image_embeddings) @ np.concatenate(text_embeddings).T
+            text_embeddings.append(self.pretrainer.embed_text(states))
+        similarity = ops.convert_to_numpy(
+            ops.matmul(
+                ops.concatenate(image_embeddings),
+                ops.transpose(ops.concatenate(text_embeddings)),
+            )
         )
         return similarity, np.concatenate(text_states)
 

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
+from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
@@ -174,11 +175,22 @@ class TRIPSPretrainer(keras.Model):
     def metrics(self):
         return [*super().metrics, *self.trackers.values()]
 
-    # === Pieces of the forward pass ===
+    # === Embeddings ===
+
+    def embed_image(self, image_tokens):
+        """The L2-normalised ITC embedding of the vision encoder's output."""
+        return self._embed(self.vision_projection, image_tokens)
+
+    def embed_text(self, text_states):
+        """The L2-normalised ITC embedding of the text encoder's output."""
+        return self._embed(self.text_projection, text_states)
 
     def _embed(self, projection, states):
-        embedding = ops.cast(projection(states), "float32")
+        # From the [CLS] state.
+        embedding = ops.cast(projection(states[:, 0]), "float32")
         return embedding / (ops.norm(embedding, axis=-1, keepdims=True) + 1e-12)
+
+    # === Pieces of the forward pass ===
 
     def _momentum_update(self):
         for online, target in self._momentum_pairs():
@@ -192,8 +204,8 @@ class TRIPSPretrainer(keras.Model):
         image = self.momentum_vision_encoder(
             {"images": images, "text_embedding": text[:, 0]}
         )
-        image_embedding = self._embed(self.momentum_vision_projection, image[:, 0])
-        text_embedding = self._embed(self.momentum_text_projection, text[:, 0])
+        image_embedding = self._embed(self.momentum_vision_projection, image)
+        text_embedding = self._embed(self.momentum_text_projection, text)
         return ops.stop_gradient(image_embedding), ops.stop_gradient(text_embedding)
 
     def _enqueue(self, image_embedding, text_embedding):
@@ -219,32 +231,45 @@ class TRIPSPretrainer(keras.Model):
             )
         self.queue_pointer.assign(ops.mod(pointer + batch, size))
 
-    def _contrastive_loss(self, image_embedding, text_embedding, momentum_inputs):
-        """ITC loss and the in-batch similarities (for hard negatives)."""
+    def _contrastive_loss(self, embeddings, momentum_embeddings, training):
+        """ITC loss and the global batch's in-batch similarities, `(B, B)` each.
+
+        `embeddings` are this replica's (image, text) ITC embeddings, and
+        `momentum_embeddings` the momentum model's (or None). Each row is
+        contrasted with the whole global batch (and the queues); training
+        then enqueues the global batch's momentum embeddings.
+        """
         temperature = ops.clip(self.temperature.value, 0.001, 0.5)
-        batch = ops.shape(image_embedding)[0]
-        targets = ops.eye(batch)
-        if momentum_inputs is None:
-            sim_i2t = ops.matmul(image_embedding, ops.transpose(text_embedding))
-            sim_i2t = sim_i2t / temperature
-            sim_t2i = ops.transpose(sim_i2t)
-            targets_i2t = targets_t2i = targets
-        else:
-            image_m, text_m = momentum_inputs
-            image_all = ops.concatenate([image_m, self.image_queue.value], axis=0)
-            text_all = ops.concatenate([text_m, self.text_queue.value], axis=0)
-            sim_i2t = ops.matmul(image_embedding, ops.transpose(text_all)) / temperature
-            sim_t2i = ops.matmul(text_embedding, ops.transpose(image_all)) / temperature
-            sim_i2t_m = ops.matmul(image_m, ops.transpose(text_all)) / temperature
-            sim_t2i_m = ops.matmul(text_m, ops.transpose(image_all)) / temperature
+        image, text = embeddings
+        batch_keys = [
+            replicas.all_gather(keys) for keys in momentum_embeddings or embeddings
+        ]
+        global_batch = ops.shape(batch_keys[0])[0]
+        targets = ops.one_hot(replicas.global_rows(ops.shape(image)[0]), global_batch)
+        targets_i2t = targets_t2i = targets
+        image_keys, text_keys = batch_keys
+        if momentum_embeddings is not None:
+            image_keys = ops.concatenate([image_keys, self.image_queue.value], 0)
+            text_keys = ops.concatenate([text_keys, self.text_queue.value], 0)
             targets = ops.pad(targets, ((0, 0), (0, self.queue_size)))
+            image_m, text_m = momentum_embeddings
+            sim_i2t_m = ops.matmul(image_m, ops.transpose(text_keys)) / temperature
+            sim_t2i_m = ops.matmul(text_m, ops.transpose(image_keys)) / temperature
             alpha = self.distillation_alpha
             targets_i2t = alpha * ops.softmax(sim_i2t_m) + (1 - alpha) * targets
             targets_t2i = alpha * ops.softmax(sim_t2i_m) + (1 - alpha) * targets
+        sim_i2t = ops.matmul(image, ops.transpose(text_keys)) / temperature
+        sim_t2i = ops.matmul(text, ops.transpose(image_keys)) / temperature
         loss_i2t = -ops.sum(ops.log_softmax(sim_i2t) * targets_i2t, axis=-1)
         loss_t2i = -ops.sum(ops.log_softmax(sim_t2i) * targets_t2i, axis=-1)
-        loss = (ops.mean(loss_i2t) + ops.mean(loss_t2i)) / 2
-        return loss, sim_i2t[:, :batch], sim_t2i[:, :batch]
+        loss = (replicas.global_mean(loss_i2t) + replicas.global_mean(loss_t2i)) / 2
+        if momentum_embeddings is not None and training:
+            self._enqueue(*batch_keys)
+        return (
+            loss,
+            replicas.all_gather(sim_i2t[:, :global_batch]),
+            replicas.all_gather(sim_t2i[:, :global_batch]),
+        )
 
     def sample_hard_negatives(self, sim_i2t, sim_t2i):
         """Per image a negative text, per text a negative image, `(B,)` each.
@@ -265,42 +290,52 @@ class TRIPSPretrainer(keras.Model):
         return draw(sim_i2t), draw(sim_t2i)
 
     def _matching_loss(self, text, image, padding_mask, sim_i2t, sim_t2i, training):
-        """ITM over B positives and 2B hard negatives; loss and accuracy."""
-        negative_text, negative_image = self.sample_hard_negatives(sim_i2t, sim_t2i)
-        texts = ops.concatenate([text, ops.take(text, negative_text, axis=0), text], 0)
-        masks = ops.concatenate(
-            [padding_mask, ops.take(padding_mask, negative_text, axis=0), padding_mask],
-            axis=0,
+        """ITM over B positives and 2B hard negatives; loss and accuracy.
+
+        The negatives are drawn from the global batch (`sim_*` are its
+        `(B, B)` similarities), reusing its text states and image tokens.
+        """
+        rows = replicas.global_rows(ops.shape(text)[0])
+        negative_text, negative_image = (
+            ops.take(negatives, rows)
+            for negatives in self.sample_hard_negatives(sim_i2t, sim_t2i)
+        )
+        # Gathered as int32: collectives do not carry booleans.
+        all_masks = replicas.all_gather(ops.cast(padding_mask, "int32"))
+        padding_mask = ops.cast(padding_mask, "bool")
+        negative_masks = ops.cast(ops.take(all_masks, negative_text, axis=0), "bool")
+        masks = ops.concatenate([padding_mask, negative_masks, padding_mask], axis=0)
+        all_texts = replicas.all_gather(text)
+        texts = ops.concatenate(
+            [text, ops.take(all_texts, negative_text, axis=0), text], axis=0
         )
         images = ops.concatenate(
-            [image, image, ops.take(image, negative_image, axis=0)], axis=0
+            [image, image, ops.take(replicas.all_gather(image), negative_image, 0)],
+            axis=0,
         )
         fused = self.backbone.fuse(texts, images, masks, training=training)
         logits = ops.cast(self.itm_head(fused[:, 0]), "float32")
-        batch = ops.shape(text)[0]
         labels = ops.concatenate(
-            [ops.ones((batch,), "int32"), ops.zeros((2 * batch,), "int32")]
+            [ops.ones_like(rows), ops.zeros_like(rows), ops.zeros_like(rows)]
         )
         loss = keras.losses.sparse_categorical_crossentropy(
             labels, logits, from_logits=True
         )
-        correct = ops.cast(ops.argmax(logits, axis=-1) == labels, "float32")
-        return ops.mean(loss), ops.mean(correct)
+        correct = ops.argmax(logits, axis=-1) == labels
+        return replicas.global_mean(loss), replicas.global_mean(correct)
 
     def _masked_lm_loss(self, inputs, image, padding_mask, training):
         text = self.backbone.encode_text(inputs["token_ids"], padding_mask, training)
         fused = self.backbone.fuse(text, image, padding_mask, training=training)
         logits = ops.cast(self.mlm_head(fused, inputs["mask_positions"]), "float32")
-        weights = ops.cast(inputs["mask_weights"], "float32")
+        weights = inputs["mask_weights"]
         loss = keras.losses.sparse_categorical_crossentropy(
             inputs["mask_ids"], logits, from_logits=True
         )
-        correct = ops.cast(
-            ops.argmax(logits, axis=-1) == ops.cast(inputs["mask_ids"], "int32"),
-            "float32",
+        correct = ops.argmax(logits, axis=-1) == ops.cast(inputs["mask_ids"], "int32")
+        return replicas.global_mean(loss, weights), replicas.global_mean(
+            correct, weights
         )
-        total = ops.maximum(ops.sum(weights), 1.0)
-        return ops.sum(loss * weights) / total, ops.sum(correct * weights) / total
 
     def call(self, inputs, training=None):
         if inputs["images"].shape[0] == 1:
@@ -314,20 +349,17 @@ class TRIPSPretrainer(keras.Model):
         image = self.backbone.encode_image(
             inputs["images"], text[:, 0], training=training
         )
-        image_embedding = self._embed(self.vision_projection, image[:, 0])
-        text_embedding = self._embed(self.text_projection, text[:, 0])
-        momentum_inputs = None
+        embeddings = (self.embed_image(image), self.embed_text(text))
+        momentum_embeddings = None
         if self.use_momentum:
             if training:
                 self._momentum_update()
-            momentum_inputs = self._momentum_embeddings(
+            momentum_embeddings = self._momentum_embeddings(
                 inputs["images"], token_ids, padding_mask
             )
         itc_loss, sim_i2t, sim_t2i = self._contrastive_loss(
-            image_embedding, text_embedding, momentum_inputs
+            embeddings, momentum_embeddings, training
         )
-        if self.use_momentum and training:
-            self._enqueue(*momentum_inputs)
         itm_loss, itm_accuracy = self._matching_loss(
             text, image, padding_mask, sim_i2t, sim_t2i, training
         )

@@ -14,7 +14,7 @@ from keras_trips.training.data import (
     eval_caption_file,
     examples_per_pass,
     resumable_stream,
-    training_dataset,
+    training_dataset_fn,
 )
 from keras_trips.training.distribution import data_parallel_devices, distribution_scope
 from keras_trips.training.loop import (

@@ -52,8 +52,11 @@ def examples_per_pass(args, captions):
     )
 
 
-def training_dataset(args, sequence_length, masking=True):
-    """One pass over the training data, in an order fixed by `args.seed`.
+def training_dataset_fn(args, sequence_length, masking=True):
+    """A function that builds one pass over the training data, in an order
+    fixed by `args.seed` (for `resumable_stream`).
+
+    The files are located now; the scenes are generated on first use.
 
     Args:
         args: the recipe's parsed options.
@@ -61,53 +64,65 @@ def training_dataset(args, sequence_length, masking=True):
         masking: bool. MLM masking (pre-training); without it, one example
             per caption (fine-tuning on captions).
     """
-    preprocessor = data.TRIPSTextPreprocessor(
-        sequence_length=min(SEQUENCE_LENGTH, sequence_length),
-        mask_rate=0.15 if masking else 0.0,
-    )
+    annotations, image_root = caption_files(args)
     common = dict(
-        preprocessor=preprocessor,
+        preprocessor=data.TRIPSTextPreprocessor(
+            sequence_length=min(SEQUENCE_LENGTH, sequence_length),
+            mask_rate=0.15 if masking else 0.0,
+        ),
         batch_size=args.batch_size,
         image_size=args.image_size,
         training=True,
         seed=args.seed,
         deterministic=True,
     )
-    annotations, image_root = caption_files(args)
     captions = "random" if masking else "all"
-    if args.data_format == "tfrecord":
-        dataset = data.tfrecord_dataset(annotations, **common)
-    elif args.data_format == "coco":
-        dataset = data.coco_captions_dataset(
-            annotations, image_root, captions=captions, **common
-        )
-    else:
-        dataset = data.albef_json_dataset(
-            annotations, image_root, captions=captions, **common
-        )
+
+    def one_pass():
+        if args.data_format == "tfrecord":
+            dataset = data.tfrecord_dataset(annotations, **common)
+        elif args.data_format == "coco":
+            dataset = data.coco_captions_dataset(
+                annotations, image_root, captions=captions, **common
+            )
+        else:
+            dataset = data.albef_json_dataset(
+                annotations, image_root, captions=captions, **common
+            )
+        if args.devices and keras.backend.backend() == "tensorflow":
+            # Keras builds a MirroredStrategy model on the replicas' mean
+            # batch, which fails on bool features; the pretrainer derives the
+            # padding mask from the token ids (0 is padding) when it is absent.
+            dataset = dataset.map(
+                lambda features: {
+                    k: v for k, v in features.items() if k != "padding_mask"
+                }
+            )
+        return dataset
+
+    return one_pass
+
+
+def resumable_stream(dataset_fn, start_step):
+    """The endless stream of training batches from batch `start_step` on.
+
+    Pass `k` of the stream is the data's `k`-th shuffle, whatever ran
+    before, so a resumed run sees the batches the uninterrupted run saw from
+    there. The passes are built inside the stream: every iterator of it
+    starts from fresh shuffle and augmentation seeds. (Iterators of one
+    dataset object continue each other's reshuffling, and Keras' TensorFlow
+    trainer opens a throwaway one under a distribution strategy.)
+
+    Args:
+        dataset_fn: builds one pass over the data (`training_dataset_fn`).
+        start_step: int. Batches to skip.
+    """
+    stream = tf.data.Dataset.range(1).flat_map(lambda _: dataset_fn().repeat())
     # The masking draws from stateful random ops in a parallel map: one
-    # thread keeps their draw order, so a resumed run sees the same masks.
+    # thread keeps their draw order.
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
-    dataset = dataset.with_options(options)
-    if args.devices and keras.backend.backend() == "tensorflow":
-        # Keras builds a MirroredStrategy model on the replicas' mean batch,
-        # which fails on bool features; the pretrainer derives the padding
-        # mask from the token ids (0 is padding) when it is absent.
-        dataset = dataset.map(
-            lambda features: {k: v for k, v in features.items() if k != "padding_mask"}
-        )
-    return dataset
-
-
-def resumable_stream(dataset, start_step):
-    """The endless stream of batches of `dataset` from batch `start_step` on.
-
-    Pass `k` of the stream is the data's `k`-th shuffle, whatever happened
-    before: a run resumed at a step sees the batches the uninterrupted run
-    saw from there.
-    """
-    return dataset.repeat().skip(start_step)
+    return stream.skip(start_step).with_options(options)
 
 
 def caption_eval_data(annotation_file, image_root, sequence_length, image_size):

@@ -1,10 +1,11 @@
 """Data parallelism on an existing engine: JAX DataParallel, TF MirroredStrategy.
 
-`--batch-size` is the global batch. JAX shards each global batch over the
-devices and the model sees it as one array, so the contrastive and matching
-losses see every pair of it. TensorFlow's MirroredStrategy runs one step per
-replica on its share: there, ITC negatives and ITM hard negatives come from
-the replica's own share only. The torch backend trains on one device.
+`--batch-size` is the global batch; each step computes the single-device
+losses of it. JAX shards each global batch over the devices and the model
+sees it as one array. TensorFlow's MirroredStrategy runs the step once per
+replica on its share, and the pretrainer gathers the other shares for the
+contrastive and hard negatives and the momentum queues
+(`keras_trips.utils.replicas`). The torch backend trains on one device.
 """
 
 import contextlib

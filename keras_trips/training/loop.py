@@ -91,7 +91,9 @@ class StepLogger(keras.callbacks.Callback):
             file.write(",".join(values) + "\n")
 
 
-def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbose=1):
+def fit_resumable(
+    model, dataset_fn, steps_per_epoch, total_steps, callbacks, verbose=1
+):
     """Trains `model` to `total_steps` batches, resuming from the newest
     checkpoint of the `TrainingCheckpoint` in `callbacks`.
 
@@ -102,7 +104,8 @@ def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbo
 
     Args:
         model: a compiled Keras model.
-        dataset: a `tf.data.Dataset`, one pass over the data in a fixed order.
+        dataset_fn: builds one pass over the data in a fixed order
+            (`training_dataset_fn`).
         steps_per_epoch: int. total_steps: int.
         callbacks: list, holding one `TrainingCheckpoint`.
         verbose: `fit`'s verbosity (1: Keras' progress bar).
@@ -120,7 +123,7 @@ def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbo
         model(
             {
                 name: np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
-                for name, spec in dataset.element_spec.items()
+                for name, spec in resumable_stream(dataset_fn, 0).element_spec.items()
             }
         )
     start_step = step = checkpoint.restore(model)
@@ -142,7 +145,7 @@ def fit_resumable(model, dataset, steps_per_epoch, total_steps, callbacks, verbo
         else:
             steps, epochs = steps_per_epoch, math.ceil(total_steps / steps_per_epoch)
         model.fit(
-            resumable_stream(dataset, step),
+            resumable_stream(dataset_fn, step),
             initial_epoch=epoch,
             epochs=epochs,
             steps_per_epoch=steps,
