@@ -398,6 +398,7 @@ class TRIPSPretrainer(keras.Model):
         weight_decay=0.02,
         warmup_steps=0,
         total_steps=None,
+        gradient_accumulation_steps=None,
         **kwargs,
     ):
         """Configures training; by default AdamW as in ALBEF.
@@ -411,7 +412,11 @@ class TRIPSPretrainer(keras.Model):
             learning_rate: float. Peak learning rate of the `"auto"` optimizer.
             weight_decay: float. Of the `"auto"` optimizer.
             warmup_steps: int. Linear warm-up steps.
-            total_steps: int or `None`. Length of the cosine schedule.
+            total_steps: int or `None`. Length of the cosine schedule, in
+                batches (as Keras' schedules count, also when accumulating).
+            gradient_accumulation_steps: int or `None`. The `"auto"`
+                optimizer averages the gradients of this many batches per
+                update (the momentum model still updates every batch).
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
@@ -424,7 +429,9 @@ class TRIPSPretrainer(keras.Model):
                     warmup_steps=warmup_steps,
                 )
             optimizer = keras.optimizers.AdamW(
-                learning_rate=schedule, weight_decay=weight_decay, clipnorm=None
+                learning_rate=schedule,
+                weight_decay=weight_decay,
+                gradient_accumulation_steps=gradient_accumulation_steps,
             )
             optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         super().compile(optimizer=optimizer, **kwargs)

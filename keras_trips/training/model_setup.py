@@ -61,10 +61,10 @@ def build_pretrainer(args, total_steps, init_from=None):
         weight_decay=args.weight_decay,
         warmup_steps=min(args.warmup_steps, total_steps - 1),
         total_steps=total_steps if args.schedule == "cosine" else None,
+        gradient_accumulation_steps=args.grad_accumulation
+        if args.grad_accumulation > 1
+        else None,
     )
-    if args.grad_accumulation > 1:
-        # Read when the optimizer builds its variables, at the first step.
-        pretrainer.optimizer.gradient_accumulation_steps = args.grad_accumulation
     return pretrainer
 
 
