@@ -25,6 +25,7 @@ def parse(*argv):
         (["--keep-rate", "0.5,0.7", "--keep-rate-warmup", "10"], "one keep rate"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--batch-size", "1"], "at least 2 pairs per device"),
+        (["--steps", "5", "--grad-accumulation", "2"], "not a multiple of"),
         (
             [
                 "--data-format",

@@ -224,6 +224,13 @@ def _validate(parser, args):
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
 
+    if args.steps is not None and args.steps % args.grad_accumulation:
+        # The gradients of a last, partial group would never be applied.
+        parser.error(
+            f"--steps {args.steps} is not a multiple of --grad-accumulation "
+            f"{args.grad_accumulation}."
+        )
+
     if args.data_format == "scenes":
         if args.annotations or args.image_root:
             parser.error(
