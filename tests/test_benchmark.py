@@ -58,7 +58,7 @@ def test_hand_written_flops_agree_with_the_paper_arithmetic():
 
 
 def run_cli(tmp_path_factory, *flags):
-    output = str(tmp_path_factory.mktemp("benchmark") / "vision.json")
+    output = str(tmp_path_factory.mktemp("benchmark") / "report.json")
     load_cli().main(
         ["--tiny", "--steps", "1", "--warmup", "0", *flags, "--output", output]
     )
@@ -115,3 +115,124 @@ def test_flops_and_predicted_speedups_match_hand_computed_values(report):
     assert results["keep0.7"]["predicted_speedup"] == pytest.approx(827_648 / 733_440)
     assert results["keep0.5"]["predicted_speedup"] == pytest.approx(827_648 / 614_144)
     assert report["backend"] in ("jax", "tensorflow", "torch")
+
+
+# --task pretraining --tiny: the vision tower above, one text layer and one
+# fusion layer of width D with FFN F = 64, vocabulary V = 100, ITC width
+# E = 16, queue Q = 16; the test's batch: B = 4 pairs of L = 8 tokens with
+# S = ceil(2 * 0.15 * L) = 3 MLM prediction slots.
+F, V, E, Q, B, L, S = 64, 100, 16, 16, 4, 8, 3
+
+
+def text_layer_flops():
+    """One BERT layer over the L text tokens."""
+    flops = 4 * (2 * L * D * D)  # query, key, value, output projections
+    flops += 2 * (2 * L * L * D)  # q.k scores, weighted sum of v
+    flops += 2 * (2 * L * D * F)  # the FFN's two matmuls
+    return flops
+
+
+def fusion_layer_flops(image_tokens):
+    """One fusion layer: a text layer plus cross-attention to the image."""
+    flops = text_layer_flops()  # self-attention and FFN
+    flops += 2 * (2 * L * D * D)  # cross-attention query, output (text side)
+    flops += 2 * (2 * image_tokens * D * D)  # keys, values of the image tokens
+    flops += 2 * (2 * L * image_tokens * D)  # text-to-image scores, weighted sum
+    return flops
+
+
+def pretraining_step_flops(lengths):
+    """One training step with the momentum model, written out by part."""
+    image = PATCH_EMBEDDING + sum(
+        block_flops(a, b) for a, b in itertools.pairwise(lengths)
+    )
+    text = text_layer_flops()
+    fusion = fusion_layer_flops(lengths[-1])
+    projections = 2 * B * (2 * D * E)  # image and text [CLS] to E
+    similarities = 2 * (2 * B * (B + Q) * E)  # i2t and t2i against B + Q
+    itm_head = 3 * B * (2 * D * 2)  # 3B fused [CLS] -> 2 logits
+    mlm_head = B * (2 * S * D * D + 2 * S * D * V)  # dense + vocabulary
+    forward = (
+        2 * B * text  # unmasked (ITC, ITM, guidance) and masked (MLM) text
+        + B * image  # one text-guided vision pass per pair
+        + (3 * B + B) * fusion  # ITM: B positives, 2B negatives; MLM: B
+        + projections
+        + similarities
+        + itm_head
+        + mlm_head
+    )
+    # Gradients of both operands of each matmul, except the pixels and the
+    # momentum features and queues (stop_gradient) in the similarities.
+    backward = 2 * forward - B * PATCH_EMBEDDING - similarities
+    # Momentum text and vision encoders, projections and similarities.
+    momentum = B * text + B * image + projections + similarities
+    return forward + backward + momentum
+
+
+EXPECTED_STEP_FLOPS = {
+    "none": 8_686_080 + 16_580_608 + 3_880_960,  # forward, backward, momentum
+    "keep0.7": 7_899_648 + 15_007_744 + 3_504_128,
+    "keep0.5": 7_012_864 + 13_234_176 + 3_026_944,
+}
+
+
+def test_hand_written_pretraining_step_flops():
+    for name, expected in EXPECTED_STEP_FLOPS.items():
+        assert pretraining_step_flops(LENGTHS[name]) == expected, name
+
+
+def test_pretraining_step_flops_match_hand_computed_values():
+    from keras_trips.utils.flops import pretraining_step_flops
+
+    cli = load_cli()
+    args = cli.parse_args(["--task", "pretraining", "--tiny"])
+    pretrainers, _ = cli.build_pretrainers(args, jit_compile=False)
+    for name, pretrainer in pretrainers.items():
+        flops = pretraining_step_flops(pretrainer, B, L, S)
+        assert flops == EXPECTED_STEP_FLOPS[name], name
+        assert pretrainer.backbone.vision_encoder.sequence_lengths() == LENGTHS[name]
+
+
+def run_pretraining_cli(tmp_path_factory, *flags):
+    return run_cli(
+        tmp_path_factory, "--task", "pretraining", "--batch-size", str(B), *flags
+    )
+
+
+def test_pretraining_cli_writes_its_report(tmp_path_factory):
+    # The reference alone, not compiled by XLA: compiling pre-training steps
+    # takes a minute or two on a small CPU.
+    report = run_pretraining_cli(
+        tmp_path_factory, "--configs", "none", "--jit-compile", "false"
+    )
+    check_pretraining_report(report, {"none"})
+
+
+@pytest.mark.slow
+def test_pretraining_cli_times_selection_compiled(tmp_path_factory):
+    report = run_pretraining_cli(tmp_path_factory, "--configs", "keep0.5")
+    check_pretraining_report(report, {"none", "keep0.5"})
+
+
+def check_pretraining_report(report, configs):
+    assert report["task"] == "pretraining"
+    assert report["batch_size"] == B
+    assert (report["text_length"], report["num_masked"]) == (L, S)
+    assert report["architecture"]["queue_size"] == Q
+    assert report["architecture"]["use_momentum"] is True
+    results = report["results"]
+    assert set(results) == configs
+    parts = {"text_encoder", "vision_encoder", "fusion_encoder", "heads"}
+    parts |= {"backward", "momentum"}
+    for name, result in results.items():
+        assert result["flops_per_step"] == EXPECTED_STEP_FLOPS[name], name
+        assert set(result["gflops_by_part"]) == parts
+        assert sum(result["gflops_by_part"].values()) == pytest.approx(
+            result["gflops_per_step"]
+        )
+        assert result["predicted_speedup"] == pytest.approx(
+            EXPECTED_STEP_FLOPS["none"] / EXPECTED_STEP_FLOPS[name], rel=1e-12
+        )
+        assert result["sequence_lengths"] == LENGTHS[name]
+        assert result["trainable_parameters"] > 0
+    check_timings(results, ["train"])

@@ -1,27 +1,35 @@
-"""Vision encoder throughput: TRIPS patch selection vs. none vs. keras-hub's ViT.
+"""TRIPS throughput: patch selection vs. none, measured beside analytic FLOPs.
 
-Times forward (`predict_on_batch`) and train steps (`train_on_batch`, AdamW)
-of `TRIPSVisionEncoder` at ViT-B/16 with no selection and with text-guided
-selection, and keras-hub's `ViTBackbone` of the same size, on the current
-Keras backend; compares the measured speedups with the analytic FLOPs.
+`--task vision` (the default) times forward (`predict_on_batch`) and train
+steps (`train_on_batch`, AdamW) of `TRIPSVisionEncoder` at ViT-B/16 with no
+selection and with text-guided selection, and keras-hub's `ViTBackbone` of
+the same size. `--task pretraining` times the whole pre-training step of the
+"base" `TRIPSPretrainer` (ViT-B/16 + BERT-base 6+6; ITC, ITM with hard
+negatives, MLM, momentum model and queues; forward, backward and AdamW
+update). Both run on the current Keras backend and compare the measured
+speedups with the FLOPs-predicted ones.
 
     KERAS_BACKEND=jax python tools/benchmark.py
     KERAS_BACKEND=torch python tools/benchmark.py --steps 3 --skip-train
+    KERAS_BACKEND=jax python tools/benchmark.py --task pretraining --steps 3
     python tools/benchmark.py --tiny --steps 1   # smoke test
+    python tools/benchmark.py --task pretraining --tiny --steps 1
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 
 import keras
 
-from keras_trips.models import TRIPSVisionEncoder
+from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
 from keras_trips.utils import benchmarking
 from keras_trips.utils.flops import vision_encoder_flops
 
+TASKS = ("vision", "pretraining")
 # name -> keep rate at the selection layers (None: no selection).
 TRIPS_CONFIGS = {"none": None, "keep0.7": 0.7, "keep0.5": 0.5}
 KERAS_HUB = "keras_hub"
@@ -30,10 +38,32 @@ REFERENCE = "none"
 
 VIT_B16 = dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
 TINY = dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+# --task pretraining --tiny: TINY's vision tower, one text and one fusion layer.
+TINY_BACKBONE = dict(
+    vocabulary_size=100,
+    image_shape=(32, 32, 3),
+    patch_size=8,
+    hidden_dim=32,
+    num_heads=2,
+    vision_num_layers=2,
+    vision_mlp_dim=64,
+    text_num_layers=1,
+    fusion_num_layers=1,
+    text_intermediate_dim=64,
+    max_sequence_length=16,
+)
+TINY_EMBEDDING_DIM = 16
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="vision",
+        help="vision: the vision encoder alone; pretraining: the whole "
+        "TRIPSPretrainer training step of the base model",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds")
@@ -41,7 +71,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="32 px, patch 8, 2 layers, 2 heads, width 32, MLP 64, selection at (0, 1)",
+        help="32 px, patch 8, 2 layers, 2 heads, width 32, MLP 64, selection at "
+        "(0, 1); pretraining: plus 1 text and 1 fusion layer, vocabulary 100",
     )
     parser.add_argument(
         "--selection-layers",
@@ -51,11 +82,24 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--configs",
-        default=",".join(ALL_CONFIGS),
-        help=f"comma-separated subset of {','.join(ALL_CONFIGS)} "
-        f"('{REFERENCE}' is always run: it is the reference)",
+        default=None,
+        help=f"comma-separated subset of {','.join(ALL_CONFIGS)} (pretraining: "
+        f"of {','.join(TRIPS_CONFIGS)}; '{REFERENCE}' is always run: it is the "
+        "reference)",
     )
-    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-train", action="store_true", help="vision only")
+    parser.add_argument(
+        "--text-length",
+        type=int,
+        default=None,
+        help="pretraining: padded caption length, 30 as the recipes (8 tiny)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=None,
+        help="pretraining: ITC feature queue length, 1024 (16 tiny)",
+    )
     parser.add_argument(
         "--jit-compile",
         choices=("auto", "true", "false"),
@@ -64,21 +108,31 @@ def parse_args(argv=None):
         "takes minutes per model and breaks the graph on Keras internals)",
     )
     parser.add_argument(
-        "--output", default=None, help="benchmarks/vision_<backend>.json"
+        "--output", default=None, help="benchmarks/<task>_<backend>.json"
     )
     args = parser.parse_args(argv)
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = sorted(set(configs) - set(ALL_CONFIGS))
+    known = ALL_CONFIGS if args.task == "vision" else tuple(TRIPS_CONFIGS)
+    configs = args.configs.split(",") if args.configs else known
+    configs = [c.strip() for c in configs if c.strip()]
+    unknown = sorted(set(configs) - set(known))
     if unknown:
-        parser.error(f"unknown configs {unknown}; choose from {list(ALL_CONFIGS)}")
-    args.configs = [c for c in ALL_CONFIGS if c in configs or c == REFERENCE]
+        parser.error(f"unknown configs {unknown}; choose from {list(known)}")
+    args.configs = [c for c in known if c in configs or c == REFERENCE]
+    if args.task == "pretraining" and args.skip_train:
+        parser.error("--skip-train: the pre-training benchmark times train steps")
+    if args.task == "vision" and (args.text_length or args.queue_size):
+        parser.error("--text-length and --queue-size are for --task pretraining")
     if args.image_size is None:
         args.image_size = 32 if args.tiny else 224
     if args.selection_layers is None:
         args.selection_layers = (0, 1) if args.tiny else (4, 9)
+    if args.text_length is None:
+        args.text_length = 8 if args.tiny else 30
+    if args.queue_size is None:
+        args.queue_size = 16 if args.tiny else 1024
     if args.output is None:
         args.output = os.path.join(
-            "benchmarks", f"vision_{keras.backend.backend()}.json"
+            "benchmarks", f"{args.task}_{keras.backend.backend()}.json"
         )
     return args
 
@@ -145,6 +199,7 @@ def build_models(args, architecture):
 
 def run(args):
     backend = keras.backend.backend()
+    load_before = os.getloadavg()
     architecture = dict(TINY if args.tiny else VIT_B16)
     models, jit_compile = build_models(args, architecture)
 
@@ -181,35 +236,130 @@ def run(args):
         )
         reference_times = timings[REFERENCE]["times_s"]
         for name, timing in timings.items():
-            entry = benchmarking.summarize(timing["times_s"], args.batch_size)
-            entry["compile_s"] = timing["first_call_s"]
-            speedup = benchmarking.paired_speedup(reference_times, timing["times_s"])
             if name == KERAS_HUB:
+                entry = benchmarking.timing_summary(
+                    timing, reference_times, args.batch_size
+                )
                 # time(ours, no selection) / time(keras-hub); target <= 1.05.
-                entry["ours_over_keras_hub"] = speedup
+                entry["ours_over_keras_hub"] = entry.pop("measured_speedup")
             else:
-                entry["measured_speedup"] = speedup
-                entry["measured_over_predicted"] = (
-                    speedup / results[name]["predicted_speedup"]
+                entry = benchmarking.timing_summary(
+                    timing,
+                    reference_times,
+                    args.batch_size,
+                    results[name]["predicted_speedup"],
                 )
             results[name][mode] = entry
 
     return {
-        "backend": backend,
-        "keras_version": keras.__version__,
-        "jit_compile": jit_compile,
-        "compiled_with": compiled_with(backend, jit_compile),
+        **environment(args, jit_compile, load_before),
         "architecture": {"image_size": args.image_size, **architecture},
         "selection_layers": list(args.selection_layers),
         "guidance": "text (random text_embedding)",
-        "batch_size": args.batch_size,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "notes": (
             "median of interleaved rounds; compile_s is the first call (compile "
             "plus one run); speedups are medians of per-round time ratios against "
             f"'{REFERENCE}'; FLOPs are analytic forward FLOPs per image"
+        ),
+        "results": results,
+    }
+
+
+def environment(args, jit_compile, load_before):
+    """What every report records: backend, compilation, run sizes, machine."""
+    backend = keras.backend.backend()
+    return {
+        "task": args.task,
+        "backend": backend,
+        "keras_version": keras.__version__,
+        "jit_compile": jit_compile,
+        "compiled_with": compiled_with(backend, jit_compile),
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_before": list(load_before),
+            "load_average_after": list(os.getloadavg()),
+        },
+    }
+
+
+def build_pretrainers(args, jit_compile):
+    """name -> compiled `TRIPSPretrainer` with the momentum model, and the
+    backbone configuration they share (but for selection)."""
+    preset = TINY_BACKBONE if args.tiny else TRIPSBackbone.presets["base"]
+    # Selection comes from the config name and `--selection-layers`.
+    config = {
+        key: value
+        for key, value in preset.items()
+        if key not in ("selection_layers", "keep_rate")
+    }
+    config["image_shape"] = (args.image_size, args.image_size, 3)
+    pretrainers = {}
+    for name in args.configs:
+        keep_rate = TRIPS_CONFIGS[name]
+        backbone = TRIPSBackbone(
+            **config,
+            **(
+                dict(selection_layers=(), keep_rate=1.0)
+                if keep_rate is None
+                else dict(selection_layers=args.selection_layers, keep_rate=keep_rate)
+            ),
+        )
+        pretrainer = TRIPSPretrainer(
+            backbone,
+            embedding_dim=TINY_EMBEDDING_DIM if args.tiny else 256,
+            use_momentum=True,
+            queue_size=args.queue_size,
+            name=f"pretrainer_{name.replace('.', '_')}",
+        )
+        pretrainer.compile(jit_compile=jit_compile)
+        pretrainers[name] = pretrainer
+    return pretrainers, config
+
+
+def run_pretraining(args):
+    load_before = os.getloadavg()
+    jit_compile = jit_compile_setting(args.jit_compile)
+    pretrainers, config = build_pretrainers(args, jit_compile)
+    # As `TRIPSTextPreprocessor` sizes the prediction slots at a 15% rate.
+    num_masked = max(1, math.ceil(2 * 0.15 * args.text_length))
+    batch = benchmarking.random_pretraining_batch(
+        args.batch_size,
+        config["image_shape"],
+        args.text_length,
+        config["vocabulary_size"],
+        num_masked,
+    )
+    print(
+        f"[{keras.backend.backend()}] timing pre-training steps: "
+        f"{', '.join(pretrainers)} interleaved ...",
+        flush=True,
+    )
+    results = benchmarking.benchmark_pretraining_step(
+        pretrainers, batch, args.steps, args.warmup, reference=REFERENCE
+    )
+    return {
+        **environment(args, jit_compile, load_before),
+        "architecture": {
+            **config,
+            "embedding_dim": next(iter(pretrainers.values())).embedding_dim,
+            "use_momentum": True,
+            "queue_size": args.queue_size,
+        },
+        "selection_layers": list(args.selection_layers),
+        "text_length": args.text_length,
+        "num_masked": num_masked,
+        "masked_tokens": int(batch["mask_weights"].sum()),
+        "notes": (
+            "train_on_batch (forward, backward, AdamW update, momentum forward, "
+            "EMA and queues) of TRIPSPretrainer; median of interleaved rounds; "
+            "compile_s is the first call (compile plus one step); speedups are "
+            f"medians of per-round time ratios against '{REFERENCE}'; FLOPs are "
+            "analytic matmul FLOPs of the whole step "
+            "(keras_trips.utils.flops.pretraining_step_breakdown)"
         ),
         "results": results,
     }
@@ -253,10 +403,46 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def format_pretraining_table(report):
+    arch = report["architecture"]
+    lines = [
+        f"backend={report['backend']} ({report['compiled_with']}), batch "
+        f"{report['batch_size']}, text {report['text_length']} tokens "
+        f"({report['num_masked']} MLM slots), {report['steps']} timed rounds, "
+        f"{arch['image_shape'][0]} px, width {arch['hidden_dim']}, "
+        f"queue {arch['queue_size']}",
+    ]
+    header = (
+        f"{'config':<10} {'ms/step':>9} {'pairs/s':>8} {'compile s':>9} "
+        f"{'GFLOPs':>9} {'pred x':>7} {'meas x':>7} {'meas/pred':>9}"
+    )
+    lines += [header, "-" * len(header)]
+    for name, result in report["results"].items():
+        entry = result["train"]
+        lines.append(
+            f"{name:<10} {entry['median_ms']:>9.1f} {entry['images_per_s']:>8.2f} "
+            f"{entry['compile_s']:>9.1f} {result['gflops_per_step']:>9.1f} "
+            f"{result['predicted_speedup']:>7.3f} "
+            f"{entry['measured_speedup']:>7.3f} "
+            f"{entry['measured_over_predicted']:>9.3f}"
+        )
+    lines.append("GFLOPs per step by part:")
+    for name, result in report["results"].items():
+        parts = ", ".join(
+            f"{part} {gflops:.1f}" for part, gflops in result["gflops_by_part"].items()
+        )
+        lines.append(f"  {name}: {parts}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    report = run(args)
-    print(format_table(report))
+    if args.task == "pretraining":
+        report = run_pretraining(args)
+        print(format_pretraining_table(report))
+    else:
+        report = run(args)
+        print(format_table(report))
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)

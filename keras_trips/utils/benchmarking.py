@@ -1,4 +1,4 @@
-"""Throughput measurement of vision encoders through Keras' compiled paths.
+"""Throughput measurement through Keras' compiled paths.
 
 Every model is measured the same way on every backend: a functional
 `keras.Model` (the encoder plus a small classification head on the [CLS]
@@ -12,6 +12,9 @@ which includes that call's run); the steady state is the median over timed
 calls after warm-up. Calls of the models being compared are interleaved
 (A B C A B C ...) so that changing machine load affects them all alike, and
 speedups are medians of the per-round time ratios.
+
+`benchmark_pretraining_step` does the same for whole `TRIPSPretrainer`
+training steps, beside their analytic FLOPs.
 """
 
 import statistics
@@ -19,6 +22,8 @@ import time
 
 import keras
 import numpy as np
+
+from keras_trips.utils.flops import pretraining_step_breakdown
 
 
 def classifier(encoder, inputs, num_classes=10, name=None):
@@ -95,6 +100,18 @@ def paired_speedup(reference_times_s, times_s):
     return statistics.median(r / t for r, t in zip(reference_times_s, times_s))
 
 
+def timing_summary(timing, reference_times_s, batch_size, predicted_speedup=None):
+    """`summarize` of one model's `interleaved_timings` entry, with its
+    compile time and its speedup over the reference (and over the predicted
+    speedup, when given)."""
+    entry = summarize(timing["times_s"], batch_size)
+    entry["compile_s"] = timing["first_call_s"]
+    entry["measured_speedup"] = paired_speedup(reference_times_s, timing["times_s"])
+    if predicted_speedup is not None:
+        entry["measured_over_predicted"] = entry["measured_speedup"] / predicted_speedup
+    return entry
+
+
 def random_batch(image_shape, batch_size, text_dim=None, num_classes=10, seed=0):
     """Random images in [0, 1), an optional text embedding, integer labels."""
     rng = np.random.default_rng(seed)
@@ -104,3 +121,112 @@ def random_batch(image_shape, batch_size, text_dim=None, num_classes=10, seed=0)
     if text_dim is not None:
         text = rng.standard_normal((batch_size, text_dim), dtype=np.float32)
     return images, text, labels
+
+
+def random_pretraining_batch(
+    batch_size,
+    image_shape,
+    text_length,
+    vocabulary_size,
+    num_masked,
+    mask_rate=0.15,
+    seed=0,
+):
+    """A random batch in the `keras_trips.data` pre-training format.
+
+    Captions of random lengths between half and all of `text_length` (the
+    rest padding), each starting with a [CLS]-like id 1. `round(mask_rate *
+    length)` (at least 1, at most `num_masked`) random positions of each are
+    replaced by the mask id 3 and listed in the `num_masked` prediction
+    slots; the remaining slots are padding (position 0, id 0, weight 0), as
+    keras-hub's `MaskedLMMaskGenerator` writes them.
+    """
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(5, vocabulary_size, (batch_size, text_length))
+    token_ids = token_ids.astype("int32")
+    token_ids[:, 0] = 1
+    lengths = rng.integers(text_length // 2, text_length + 1, batch_size)
+    lengths = np.maximum(lengths, 2)
+    padding_mask = np.arange(text_length)[None, :] < lengths[:, None]
+    token_ids[~padding_mask] = 0
+    mask_positions = np.zeros((batch_size, num_masked), "int32")
+    mask_weights = np.zeros((batch_size, num_masked), "float32")
+    for row, length in enumerate(lengths):
+        count = min(num_masked, max(1, round(mask_rate * length)))
+        positions = np.sort(rng.choice(np.arange(1, length), count, replace=False))
+        mask_positions[row, :count] = positions
+        mask_weights[row, :count] = 1.0
+    mask_ids = np.take_along_axis(token_ids, mask_positions, axis=1)
+    mask_ids = np.where(mask_weights > 0, mask_ids, 0).astype("int32")
+    masked = token_ids.copy()
+    rows = np.arange(batch_size)[:, None]
+    masked[rows, mask_positions] = np.where(
+        mask_weights > 0, 3, masked[rows, mask_positions]
+    )
+    return {
+        "images": rng.random((batch_size, *image_shape), dtype=np.float32),
+        "token_ids": masked,
+        "padding_mask": padding_mask,
+        "mask_positions": mask_positions,
+        "mask_ids": mask_ids,
+        "mask_weights": mask_weights,
+    }
+
+
+def benchmark_pretraining_step(pretrainers, batch, steps, warmup=1, reference=None):
+    """Times compiled `TRIPSPretrainer` training steps beside their FLOPs.
+
+    Each step is `train_on_batch(batch)`: forward, backward, the optimizer
+    update and, with the momentum model, its forward pass, EMA update and
+    queues. Steps of the pretrainers are interleaved (see
+    `interleaved_timings`).
+
+    Args:
+        pretrainers: dict name -> compiled `TRIPSPretrainer`.
+        batch: a pre-training batch (see `random_pretraining_batch`).
+        steps: int. Timed rounds.
+        warmup: int. Untimed rounds after the first (compiling) call.
+        reference: name of the pretrainer the speedups are relative to
+            (default: the first).
+
+    Returns:
+        dict name -> the analytic FLOPs of the step (total, by part, and the
+        speedup they predict), the vision encoder's token counts and the
+        `"train"` timings (`timing_summary`).
+    """
+    reference = next(iter(pretrainers)) if reference is None else reference
+    batch_size, text_length = batch["token_ids"].shape
+    num_masked = batch["mask_positions"].shape[1]
+    results = {}
+    for name, pretrainer in pretrainers.items():
+        parts = pretraining_step_breakdown(
+            pretrainer, batch_size, text_length, num_masked
+        )
+        total = sum(parts.values())
+        results[name] = {
+            "flops_per_step": total,
+            "gflops_per_step": total / 1e9,
+            "gflops_by_part": {part: flops / 1e9 for part, flops in parts.items()},
+            "sequence_lengths": pretrainer.backbone.vision_encoder.sequence_lengths(),
+            "trainable_parameters": sum(
+                int(np.prod(w.shape)) for w in pretrainer.trainable_weights
+            ),
+        }
+    for result in results.values():
+        result["predicted_speedup"] = (
+            results[reference]["flops_per_step"] / result["flops_per_step"]
+        )
+    timings = interleaved_timings(
+        {
+            name: (lambda p=pretrainer: p.train_on_batch(batch))
+            for name, pretrainer in pretrainers.items()
+        },
+        steps=steps,
+        warmup=warmup,
+    )
+    reference_times = timings[reference]["times_s"]
+    for name, timing in timings.items():
+        results[name]["train"] = timing_summary(
+            timing, reference_times, batch_size, results[name]["predicted_speedup"]
+        )
+    return results
