@@ -26,3 +26,15 @@ def fixed_seed():
     keras.utils.set_random_seed(1337)
     np.random.seed(1337)
     yield
+
+
+@pytest.fixture(scope="session")
+def scenes_cache(tmp_path_factory):
+    """Points the recipes at one tiny generated scenes dataset, shared by the
+    tests (and the per-backend sessions) that train on it."""
+    cache = os.environ.get("KERAS_TRIPS_TEST_CACHE") or str(
+        tmp_path_factory.getbasetemp().parent / "keras_trips_cache"
+    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("KERAS_TRIPS_CACHE", cache)
+        yield cache

@@ -24,20 +24,11 @@ STEPS = 4
 BATCH_SIZE = 8  # micro_arguments'
 QUEUE_SIZE = 12  # not a multiple of the batch: the pointer wraps mid-batch
 
+pytestmark = pytest.mark.usefixtures("scenes_cache")
+
 
 def numpy(x):
     return keras.ops.convert_to_numpy(x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scenes_cache(tmp_path_factory):
-    # The tiny scenes test_recipes generates, shared by the session.
-    cache = os.environ.get("KERAS_TRIPS_TEST_CACHE") or str(
-        tmp_path_factory.getbasetemp().parent / "keras_trips_cache"
-    )
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("KERAS_TRIPS_CACHE", cache)
-        yield
 
 
 class RecordTraining(keras.callbacks.Callback):
@@ -68,7 +59,7 @@ class RecordTraining(keras.callbacks.Callback):
 
 
 @pytest.fixture(scope="module")
-def options_run(tmp_path_factory):
+def options_run(scenes_cache, tmp_path_factory):
     """A run with every model option: 4 batches, each one epoch."""
     record = RecordTraining()
     result = load_recipe("pretrain").main(

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from pretraining_utils import MICRO
 
+pytestmark = pytest.mark.usefixtures("scenes_cache")
+
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
 # The micro model on the tokenizer's vocabulary (the data's token ids).
 MICRO_OVERRIDES = {
@@ -44,15 +46,6 @@ def micro_arguments(output_dir, *extra):
         f"--output-dir={output_dir}",
         *extra,
     ]
-
-
-@pytest.fixture(autouse=True)
-def scenes_cache(monkeypatch, tmp_path_factory):
-    # One tiny generated dataset for the whole session.
-    cache = os.environ.get("KERAS_TRIPS_TEST_CACHE") or str(
-        tmp_path_factory.getbasetemp().parent / "keras_trips_cache"
-    )
-    monkeypatch.setenv("KERAS_TRIPS_CACHE", cache)
 
 
 class Interrupt(Exception):
