@@ -16,6 +16,7 @@ import keras
 
 from keras_trips import training
 from keras_trips.metrics import RetrievalEvaluator
+from keras_trips.utils import xla
 
 
 def main(argv=None):
@@ -35,6 +36,7 @@ def main(argv=None):
         help="ALBEF caption list of the gallery (default: the scenes split).",
     )
     args = training.parse_training_arguments(parser, argv)
+    xla.configure_tensorflow_xla()
     for option in ("init_from", "eval_annotations"):
         path = getattr(args, option)
         if path and not os.path.isfile(path):

@@ -12,6 +12,7 @@ import os
 import keras
 
 from keras_trips import training
+from keras_trips.utils import xla
 
 
 def main(argv=None, extra_callbacks=()):
@@ -21,6 +22,7 @@ def main(argv=None, extra_callbacks=()):
     """
     parser = training.training_parser(__doc__.splitlines()[0], "runs/pretrain")
     args = training.parse_training_arguments(parser, argv)
+    xla.configure_tensorflow_xla()
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
 

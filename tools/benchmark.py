@@ -26,7 +26,7 @@ import sys
 import keras
 
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
-from keras_trips.utils import benchmarking
+from keras_trips.utils import benchmarking, xla
 from keras_trips.utils.flops import vision_encoder_flops
 
 TASKS = ("vision", "pretraining")
@@ -274,6 +274,7 @@ def environment(args, jit_compile, load_before):
         "keras_version": keras.__version__,
         "jit_compile": jit_compile,
         "compiled_with": compiled_with(backend, jit_compile),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "batch_size": args.batch_size,
         "steps": args.steps,
         "warmup": args.warmup,
@@ -437,6 +438,7 @@ def format_pretraining_table(report):
 
 def main(argv=None):
     args = parse_args(argv)
+    xla.configure_tensorflow_xla()
     if args.task == "pretraining":
         report = run_pretraining(args)
         print(format_pretraining_table(report))

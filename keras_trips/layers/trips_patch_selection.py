@@ -151,7 +151,14 @@ class TRIPSPatchSelection(keras.layers.Layer):
         order = ops.argsort(-scores, axis=-1)
         indices = ops.sort(order[:, :k], axis=-1)
         indices = ops.cast(indices, "int32")
-        kept = ops.take_along_axis(patches, indices[:, :, None], axis=1)
+        # Whole rows of the flattened batch: take_along_axis would broadcast
+        # the indices over the width and, under TensorFlow, gather (and
+        # scatter the gradient) element by element, about 3x slower.
+        width = patches.shape[2]
+        offsets = ops.arange(ops.shape(patches)[0], dtype="int32") * num_tokens
+        kept = ops.take(
+            ops.reshape(patches, (-1, width)), indices + offsets[:, None], axis=0
+        )
         outputs = [cls_token, kept]
         if self.fuse_inattentive:
             kept_mask = ops.sum(ops.one_hot(indices, num_tokens, dtype=scores.dtype), 1)
