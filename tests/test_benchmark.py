@@ -164,15 +164,17 @@ def pretraining_step_flops(lengths):
     # Gradients of both operands of each matmul, except the pixels and the
     # momentum features and queues (stop_gradient) in the similarities.
     backward = 2 * forward - B * PATCH_EMBEDDING - similarities
-    # Momentum text and vision encoders, projections and similarities.
+    # The momentum model: ITC features (text, vision, projections and
+    # similarities) and MLM soft targets (masked text, fusion and MLM head).
     momentum = B * text + B * image + projections + similarities
+    momentum += B * text + B * fusion + mlm_head
     return forward + backward + momentum
 
 
 EXPECTED_STEP_FLOPS = {
-    "none": 8_686_080 + 16_580_608 + 3_880_960,  # forward, backward, momentum
-    "keep0.7": 7_899_648 + 15_007_744 + 3_504_128,
-    "keep0.5": 7_012_864 + 13_234_176 + 3_026_944,
+    "none": 8_686_080 + 16_580_608 + 5_575_680,  # forward, backward, momentum
+    "keep0.7": 7_899_648 + 15_007_744 + 5_096_448,
+    "keep0.5": 7_012_864 + 13_234_176 + 4_516_864,
 }
 
 

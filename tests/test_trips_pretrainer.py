@@ -19,7 +19,8 @@ def numpy(x):
 
 
 def test_loss_falls_when_overfitting_one_batch():
-    pretrainer = micro_pretrainer(use_momentum=True, queue_size=6)
+    # A fast momentum model: its MLM soft targets sharpen within the 40 steps.
+    pretrainer = micro_pretrainer(use_momentum=True, momentum=0.9, queue_size=6)
     pretrainer.compile(learning_rate=2e-3)
     dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(40)
     before = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
@@ -105,6 +106,45 @@ def test_momentum_update_is_an_exact_ema():
     np.testing.assert_array_equal(numpy(pretrainer.image_queue), queue)
     for (_, target), before in zip(pairs, target_now):
         np.testing.assert_array_equal(numpy(target), before)
+
+
+def test_momentum_model_copies_every_online_weight_once():
+    pretrainer = micro_pretrainer(use_momentum=True, queue_size=4)
+    pairs = pretrainer._momentum_pairs()
+    momentum_layers = [
+        layer for layer in pretrainer._layers if layer.name.startswith("momentum_")
+    ]
+    momentum_weights = {id(w) for layer in momentum_layers for w in layer.weights}
+    assert len(momentum_layers) == 6
+    assert {id(target) for _, target in pairs} == momentum_weights
+    online = {id(w) for w, _ in pairs}
+    assert len(online) == len(pairs) == len(momentum_weights)
+    for online_weight, target in pairs:
+        np.testing.assert_array_equal(numpy(target), numpy(online_weight))
+
+
+def test_mlm_distills_the_momentum_models_predictions():
+    alpha = 0.4
+    pretrainer = micro_pretrainer(
+        use_momentum=True, queue_size=4, distillation_alpha=alpha
+    )
+    # The momentum MLM head now predicts token 7 wherever it looks.
+    bias = numpy(pretrainer.momentum_mlm_head._bias)
+    pretrainer.momentum_mlm_head._bias.assign(bias + 100.0 * (np.arange(100) == 7))
+    batch = pretraining_batch()
+    loss = numpy(pretrainer(batch, training=False)["mlm_loss"])
+
+    backbone = pretrainer.backbone
+    padding_mask = batch["padding_mask"]
+    text = backbone.encode_text(unmasked_token_ids(batch), padding_mask)
+    image = backbone.encode_image(batch["images"], text[:, 0])
+    masked_text = backbone.encode_text(batch["token_ids"], padding_mask)
+    fused = backbone.fuse(masked_text, image, padding_mask)
+    logits = numpy(pretrainer.mlm_head(fused, batch["mask_positions"]))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    true_tokens = np.take_along_axis(log_probs, batch["mask_ids"][..., None], -1)
+    expected = -((1 - alpha) * true_tokens[..., 0] + alpha * log_probs[..., 7])
+    np.testing.assert_allclose(loss, expected.mean(), rtol=1e-4)
 
 
 def test_saved_and_loaded_pretrainer_gives_identical_losses(tmp_path):

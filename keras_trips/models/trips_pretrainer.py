@@ -2,6 +2,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
 from keras_trips.utils import replicas
@@ -18,9 +19,10 @@ class TRIPSPretrainer(keras.Model):
 
     One text-guided vision pass per pair: the caption's text [CLS] guides the
     patch selection of its own image; ITM negatives and MLM reuse those image
-    tokens (SPEC §3). With `use_momentum=True`, EMA copies of the text
-    encoder, the vision encoder and the ITC projections provide distillation
-    targets for ITC, and feature queues add negatives.
+    tokens (SPEC §3). With `use_momentum=True`, an EMA copy of the model (as
+    ALBEF's: text, vision and fusion encoders, ITC projections and MLM head)
+    provides distillation targets for ITC and MLM, and feature queues add ITC
+    negatives.
 
     Inputs are the pre-training batches of `keras_trips.data`:
     `{"images", "token_ids", "padding_mask"}` and, for MLM,
@@ -37,7 +39,8 @@ class TRIPSPretrainer(keras.Model):
         use_momentum: bool. Use the momentum model, queues and distillation.
         momentum: float. EMA decay of the momentum model.
         queue_size: int. Length of the feature queues (any size).
-        distillation_alpha: float. Weight of the momentum targets in ITC.
+        distillation_alpha: float. Weight of the momentum model's soft
+            targets in ITC and MLM.
         **kwargs: standard `keras.Model` arguments.
 
     Example:
@@ -71,13 +74,7 @@ class TRIPSPretrainer(keras.Model):
         self.itm_head = keras.layers.Dense(
             2, dtype=backbone.dtype_policy, name="itm_head"
         )
-        self.mlm_head = keras_hub.layers.MaskedLMHead(
-            token_embedding=backbone.token_embedding,
-            intermediate_activation="gelu",
-            layer_norm_epsilon=1e-12,
-            dtype=backbone.dtype_policy,
-            name="mlm_head",
-        )
+        self.mlm_head = self._masked_lm_head(backbone.token_embedding, "mlm_head")
         self.seed_generator = keras.random.SeedGenerator(seed=0)
         hidden_dim = backbone.hidden_dim
         self.vision_projection.build((None, hidden_dim))
@@ -110,6 +107,15 @@ class TRIPSPretrainer(keras.Model):
             embedding_dim, dtype=self.backbone.dtype_policy, name=name
         )
 
+    def _masked_lm_head(self, token_embedding, name):
+        return keras_hub.layers.MaskedLMHead(
+            token_embedding=token_embedding,
+            intermediate_activation="gelu",
+            layer_norm_epsilon=1e-12,
+            dtype=self.backbone.dtype_policy,
+            name=name,
+        )
+
     def _build_momentum_model(self, embedding_dim, queue_size):
         def clone(layer, cls):
             return cls.from_config(
@@ -122,6 +128,15 @@ class TRIPSPretrainer(keras.Model):
         self.momentum_vision_encoder = clone(
             backbone.vision_encoder, TRIPSVisionEncoder
         )
+        self.momentum_fusion_encoder = clone(
+            backbone.fusion_encoder, TRIPSFusionEncoder
+        )
+        sequence_shape = (None, None, backbone.hidden_dim)
+        self.momentum_fusion_encoder.build(sequence_shape, sequence_shape)
+        self.momentum_mlm_head = self._masked_lm_head(
+            self.momentum_text_encoder.token_embedding, "momentum_mlm_head"
+        )
+        self.momentum_mlm_head.build(sequence_shape)
         self.momentum_vision_projection = self._projection(
             embedding_dim, "momentum_vision_projection"
         )
@@ -161,15 +176,19 @@ class TRIPSPretrainer(keras.Model):
 
     def _momentum_pairs(self):
         """(online variable, momentum variable) for every EMA'd weight."""
-        pairs = []
+        pairs = {}
         for online, target in (
             (self.backbone.text_encoder, self.momentum_text_encoder),
             (self.backbone.vision_encoder, self.momentum_vision_encoder),
+            (self.backbone.fusion_encoder, self.momentum_fusion_encoder),
             (self.vision_projection, self.momentum_vision_projection),
             (self.text_projection, self.momentum_text_projection),
+            (self.mlm_head, self.momentum_mlm_head),
         ):
-            pairs.extend(zip(online.weights, target.weights))
-        return pairs
+            # The MLM heads list their tied token embeddings again: once each.
+            for pair in zip(online.weights, target.weights):
+                pairs.setdefault(id(pair[1]), pair)
+        return list(pairs.values())
 
     @property
     def metrics(self):
@@ -199,14 +218,29 @@ class TRIPSPretrainer(keras.Model):
                 + (1.0 - self.momentum) * ops.stop_gradient(online)
             )
 
-    def _momentum_embeddings(self, images, token_ids, padding_mask):
+    def _momentum_features(self, images, token_ids, padding_mask):
+        """The momentum model's image tokens and (image, text) ITC embeddings."""
         text = self.momentum_text_encoder(token_ids, padding_mask=padding_mask)
         image = self.momentum_vision_encoder(
             {"images": images, "text_embedding": text[:, 0]}
         )
         image_embedding = self._embed(self.momentum_vision_projection, image)
         text_embedding = self._embed(self.momentum_text_projection, text)
-        return ops.stop_gradient(image_embedding), ops.stop_gradient(text_embedding)
+        return ops.stop_gradient(image), (
+            ops.stop_gradient(image_embedding),
+            ops.stop_gradient(text_embedding),
+        )
+
+    def _momentum_mlm_logits(self, inputs, momentum_image, padding_mask):
+        """The momentum model's MLM logits on the masked text (soft targets)."""
+        text = self.momentum_text_encoder(
+            inputs["token_ids"], padding_mask=padding_mask
+        )
+        fused = self.momentum_fusion_encoder(
+            text, momentum_image, padding_mask=padding_mask
+        )
+        logits = self.momentum_mlm_head(fused, inputs["mask_positions"])
+        return ops.stop_gradient(ops.cast(logits, "float32"))
 
     def _enqueue(self, image_embedding, text_embedding):
         """Writes the batch at the queue pointer, wrapping around the end.
@@ -324,7 +358,12 @@ class TRIPSPretrainer(keras.Model):
         correct = ops.argmax(logits, axis=-1) == labels
         return replicas.global_mean(loss), replicas.global_mean(correct)
 
-    def _masked_lm_loss(self, inputs, image, padding_mask, training):
+    def _masked_lm_loss(self, inputs, image, padding_mask, momentum_image, training):
+        """MLM loss and accuracy over the real prediction slots.
+
+        With the momentum model (`momentum_image` its image tokens), the
+        target mixes the true token with the momentum model's prediction.
+        """
         text = self.backbone.encode_text(inputs["token_ids"], padding_mask, training)
         fused = self.backbone.fuse(text, image, padding_mask, training=training)
         logits = ops.cast(self.mlm_head(fused, inputs["mask_positions"]), "float32")
@@ -332,6 +371,13 @@ class TRIPSPretrainer(keras.Model):
         loss = keras.losses.sparse_categorical_crossentropy(
             inputs["mask_ids"], logits, from_logits=True
         )
+        if momentum_image is not None:
+            soft_targets = ops.softmax(
+                self._momentum_mlm_logits(inputs, momentum_image, padding_mask)
+            )
+            distillation = -ops.sum(soft_targets * ops.log_softmax(logits), axis=-1)
+            alpha = self.distillation_alpha
+            loss = (1 - alpha) * loss + alpha * distillation
         correct = ops.argmax(logits, axis=-1) == ops.cast(inputs["mask_ids"], "int32")
         return replicas.global_mean(loss, weights), replicas.global_mean(
             correct, weights
@@ -350,11 +396,11 @@ class TRIPSPretrainer(keras.Model):
             inputs["images"], text[:, 0], training=training
         )
         embeddings = (self.embed_image(image), self.embed_text(text))
-        momentum_embeddings = None
+        momentum_image = momentum_embeddings = None
         if self.use_momentum:
             if training:
                 self._momentum_update()
-            momentum_embeddings = self._momentum_embeddings(
+            momentum_image, momentum_embeddings = self._momentum_features(
                 inputs["images"], token_ids, padding_mask
             )
         itc_loss, sim_i2t, sim_t2i = self._contrastive_loss(
@@ -370,7 +416,7 @@ class TRIPSPretrainer(keras.Model):
         }
         if "mask_positions" in inputs:
             outputs["mlm_loss"], outputs["mlm_accuracy"] = self._masked_lm_loss(
-                inputs, image, padding_mask, training
+                inputs, image, padding_mask, momentum_image, training
             )
         return outputs
 

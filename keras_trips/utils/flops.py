@@ -106,9 +106,10 @@ def pretraining_step_breakdown(
       takes no gradient: the pixels of the patch embedding, and, with the
       momentum model, the momentum features and queues in the ITC
       similarities (once the forward there).
-    - `"momentum"` (with `use_momentum`): the momentum text and vision
-      encoders, projections and similarity matmuls, forward only (their
-      outputs are `stop_gradient`-ed).
+    - `"momentum"` (with `use_momentum`): forward only (the outputs are
+      `stop_gradient`-ed), the momentum model's ITC features (text and vision
+      encoders, projections, similarity matmuls) and MLM soft targets
+      (text encoder on the masked text, fusion, MLM head).
 
     Args:
         pretrainer: the `TRIPSPretrainer` (only configurations are read).
@@ -148,7 +149,9 @@ def pretraining_step_breakdown(
         backward -= similarities
     parts["backward"] = backward
     if pretrainer.use_momentum:
-        parts["momentum"] = batch * (text + image) + projections + similarities
+        itc_features = batch * (text + image) + projections + similarities
+        mlm_targets = batch * (text + fusion) + mlm_head
+        parts["momentum"] = itc_features + mlm_targets
     return parts
 
 
