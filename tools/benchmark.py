@@ -104,8 +104,9 @@ def parse_args(argv=None):
         "--jit-compile",
         choices=("auto", "true", "false"),
         default="auto",
-        help="auto: XLA on jax/tensorflow; eager on torch (torch.compile on CPU "
-        "takes minutes per model and breaks the graph on Keras internals)",
+        help="auto: XLA on jax/tensorflow (under tensorflow with XLA:CPU's fusion "
+        "emitters off, see keras_trips.utils.xla); eager on torch (torch.compile "
+        "on CPU takes minutes per model and breaks the graph on Keras internals)",
     )
     parser.add_argument(
         "--output", default=None, help="benchmarks/<task>_<backend>.json"
