@@ -18,14 +18,20 @@ def numpy(x):
     return ops.convert_to_numpy(x)
 
 
+def overfit_one_batch(pretrainer, steps):
+    """Fits `steps` times on one batch: (logs before, fit history, logs after)."""
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(steps)
+    before = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    history = pretrainer.fit(dataset, verbose=0).history
+    after = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    return before, history, after
+
+
 def test_loss_falls_when_overfitting_one_batch():
     # A fast momentum model: its MLM soft targets sharpen within the 40 steps.
     pretrainer = micro_pretrainer(use_momentum=True, momentum=0.9, queue_size=6)
     pretrainer.compile(learning_rate=2e-3)
-    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(40)
-    before = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
-    history = pretrainer.fit(dataset, verbose=0).history
-    after = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    before, history, after = overfit_one_batch(pretrainer, steps=40)
     for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "itm_accuracy"):
         assert name in history
     assert after["loss"] < 0.75 * before["loss"]
@@ -46,10 +52,7 @@ def test_itc_alone_separates_the_pairs_of_one_batch():
         TRIPSBackbone(**{**MICRO, "dropout": 0.0}), embedding_dim=16
     )
     pretrainer.compile(learning_rate=1e-3)
-    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(60)
-    before = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
-    pretrainer.fit(dataset, verbose=0)
-    after = pretrainer.evaluate(dataset.take(1), verbose=0, return_dict=True)
+    before, _, after = overfit_one_batch(pretrainer, steps=60)
     # ln 4 (uniform over the batch) at the start.
     assert before["itc_loss"] == pytest.approx(np.log(4), abs=0.1)
     assert after["itc_loss"] < 0.7 * before["itc_loss"]
