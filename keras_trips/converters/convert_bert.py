@@ -14,6 +14,7 @@ checkpoint that does not fit leaves the encoder unchanged.
 
 from keras_trips.converters.checkpoint_utils import (
     SafetensorsCheckpoint,
+    TensorSource,
     assign_all,
     checked,
     linear_kernel,
@@ -152,7 +153,16 @@ def load_bert_text_encoder(encoder, checkpoint_dir, layers=None):
 
     position_name = "embeddings.position_embeddings.weight"
     position_variable = encoder.position_embedding.position_embeddings
-    positions = checked(checkpoint, position_name, position_variable)
+    positions = checkpoint.tensor(position_name)
+    # An encoder for shorter texts takes the first rows of the position table.
+    length = position_variable.shape[0]
+    if positions.shape[0] > length:
+        positions = positions[:length]
+    positions = checked(
+        TensorSource({position_name: positions}, checkpoint.location),
+        position_name,
+        position_variable,
+    )
     segment_name = "embeddings.token_type_embeddings.weight"
     segments = checkpoint.tensor(segment_name)
     if segments.ndim != 2 or segments.shape[1] != encoder.hidden_dim:
@@ -203,8 +213,10 @@ def load_bert_fusion_encoder(fusion_encoder, checkpoint_dir, first_layer=None):
     layers = range(first_layer, first_layer + fusion_encoder.num_layers)
     checkpoint.check_compatible(fusion_encoder.num_heads, layers)
     if not fusion_encoder.built:
-        sequence_shape = (None, None, fusion_encoder.hidden_dim)
-        fusion_encoder.build(sequence_shape, sequence_shape)
+        fusion_encoder.build(
+            (None, None, fusion_encoder.hidden_dim),
+            (None, None, fusion_encoder.image_dim),
+        )
     assignments = []
     for block, bert_layer in zip(
         fusion_encoder.transformer_layers, layers, strict=True

@@ -15,14 +15,16 @@ class TRIPSFusionEncoder(keras.layers.Layer):
     bidirectional self-attention over the text (no causal mask, text padding
     masked), cross-attention from the text to the image tokens, then the
     feedforward block; exact GELU and LayerNorm epsilon 1e-12, as BERT. The
-    image tokens must have the text width (`hidden_dim`); a mismatch is
-    rejected rather than silently projected.
+    image tokens may be narrower or wider than the text: the cross-attention
+    key and value projections map them to the text width.
 
     Args:
         num_layers: int. The number of fusion layers.
         num_heads: int. The number of attention heads (self- and
             cross-attention); must divide `hidden_dim`.
-        hidden_dim: int. The width of the text sequence and image tokens.
+        hidden_dim: int. The width of the text sequence.
+        image_dim: int or `None`. The width of the image tokens; `None` means
+            `hidden_dim`.
         intermediate_dim: int. The width of the feedforward hidden layer.
         dropout: float. Dropout rate inside the transformer layers.
         dtype: string or `keras.DTypePolicy`. The dtype policy of the layer
@@ -50,6 +52,7 @@ class TRIPSFusionEncoder(keras.layers.Layer):
         hidden_dim=768,
         intermediate_dim=3072,
         dropout=0.1,
+        image_dim=None,
         dtype=None,
         **kwargs,
     ):
@@ -80,6 +83,7 @@ class TRIPSFusionEncoder(keras.layers.Layer):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
+        self.image_dim = hidden_dim if image_dim is None else image_dim
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
 
@@ -129,18 +133,17 @@ class TRIPSFusionEncoder(keras.layers.Layer):
             if len(shape) != 3:
                 raise ValueError(
                     f"`{name}` must have shape (batch_size, length, "
-                    f"hidden_dim), but received shape {tuple(shape)}."
+                    f"width), but received shape {tuple(shape)}."
                 )
-        if image_tokens_shape[-1] != self.hidden_dim:
-            raise ValueError(
-                f"`image_tokens` width ({image_tokens_shape[-1]}) must equal "
-                f"the text width `hidden_dim` ({self.hidden_dim}); project the "
-                "image tokens to the text width first."
-            )
         if text_sequence_shape[-1] != self.hidden_dim:
             raise ValueError(
                 f"`text_sequence` width ({text_sequence_shape[-1]}) must equal "
                 f"`hidden_dim` ({self.hidden_dim})."
+            )
+        if image_tokens_shape[-1] != self.image_dim:
+            raise ValueError(
+                f"`image_tokens` width ({image_tokens_shape[-1]}) must equal "
+                f"`image_dim` ({self.image_dim})."
             )
 
     def compute_output_shape(self, text_sequence_shape, image_tokens_shape):
@@ -155,6 +158,7 @@ class TRIPSFusionEncoder(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "intermediate_dim": self.intermediate_dim,
                 "dropout": self.dropout,
+                "image_dim": self.image_dim,
             }
         )
         return config

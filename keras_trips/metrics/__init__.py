@@ -2,3 +2,8 @@
 
 from keras_trips.metrics.retrieval_evaluator import RetrievalEvaluator
 from keras_trips.metrics.retrieval_recall import retrieval_recall
+from keras_trips.metrics.selection_evaluator import (
+    SelectionEvaluator,
+    box_patch_mask,
+    selection_eval_data,
+)

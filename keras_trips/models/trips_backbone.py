@@ -47,20 +47,27 @@ class TRIPSBackbone(keras.Model):
 
     Text encoder -> text [CLS] -> vision encoder guided by it (TRIPS patch
     selection) -> fusion encoder (text self-attention, cross-attention to the
-    kept image tokens). Text and vision share one width, `hidden_dim`: the
-    text [CLS] is the selection query of the vision blocks, which no
-    projection stands between.
+    kept image tokens). The text [CLS] is the selection query of the vision
+    blocks, so by default text and vision share one width, `hidden_dim`. A
+    text tower of another width (a small pretrained one such as MiniLM at 384
+    guiding a narrower ViT) needs `guidance_projection=True`: a learned Dense
+    then maps the text [CLS] to the vision width, the only weights TRIPS adds.
+    The fusion encoder runs at the text width and cross-attends to image
+    tokens of the vision width.
 
     Called on `{"images", "token_ids", "padding_mask"}`; returns a dict:
-    `"text_sequence"` (B, L, D) text-only states, `"image_sequence"` (B, T, D)
-    vision tokens after selection, `"fusion_sequence"` (B, L, D).
+    `"text_sequence"` (B, L, text width) text-only states, `"image_sequence"`
+    (B, T, hidden_dim) vision tokens after selection, `"fusion_sequence"`
+    (B, L, text width).
 
     Args:
         vocabulary_size: int. WordPiece vocabulary size.
         image_shape: `(height, width, channels)`.
         patch_size: int.
-        hidden_dim: int. Width of every tower.
-        num_heads: int. Attention heads of every tower.
+        hidden_dim: int. Width of the vision tower (and of the text tower
+            unless `text_hidden_dim` is given).
+        num_heads: int. Attention heads of the vision tower (and of the text
+            towers unless `text_num_heads` is given).
         vision_num_layers: int. ViT blocks.
         vision_mlp_dim: int. ViT MLP width.
         text_num_layers: int. Text-only BERT layers.
@@ -72,8 +79,14 @@ class TRIPSBackbone(keras.Model):
         fuse_inattentive: bool. Fuse the tokens not kept into one.
         guidance: the vision encoder's guidance mode (see
             `TRIPSVisionEncoder`).
-        text_hidden_dim: int or `None`. Only there to be checked: a text width
-            that differs from `hidden_dim` is rejected.
+        text_hidden_dim: int or `None`. Width of the text and fusion towers;
+            `None` means `hidden_dim`.
+        text_num_heads: int or `None`. Heads of the text and fusion towers;
+            `None` means `num_heads`.
+        guidance_projection: bool. Map the text [CLS] to the vision width by
+            a learned Dense before it guides selection. Required when the
+            widths differ; allowed when they are equal.
+        vision_stem: `"patch"` or `"conv"` (see `TRIPSPatchEmbedding`).
         dropout: float. Dropout of the text and fusion towers.
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
@@ -85,7 +98,7 @@ class TRIPSBackbone(keras.Model):
         "token_ids": np.array([[101, 1037, 3899, 102]] * 2),
         "padding_mask": np.ones((2, 4), bool),
     })
-    outputs["fusion_sequence"].shape  # (2, 4, 128)
+    outputs["fusion_sequence"].shape  # (2, 4, 384)
     ```
     """
 
@@ -109,24 +122,31 @@ class TRIPSBackbone(keras.Model):
         fuse_inattentive=True,
         guidance="text",
         text_hidden_dim=None,
+        text_num_heads=None,
+        guidance_projection=False,
+        vision_stem="patch",
         dropout=0.1,
         dtype=None,
         **kwargs,
     ):
         super().__init__(dtype=dtype, **kwargs)
-        if text_hidden_dim is not None and text_hidden_dim != hidden_dim:
+        text_hidden_dim = hidden_dim if text_hidden_dim is None else text_hidden_dim
+        text_num_heads = num_heads if text_num_heads is None else text_num_heads
+        if text_hidden_dim != hidden_dim and not guidance_projection:
             raise ValueError(
-                f"The text width ({text_hidden_dim}) must match the vision width "
-                f"({hidden_dim}): the text [CLS] is the patch-selection query of "
-                "the vision blocks. Use one `hidden_dim` for both towers."
+                f"The text width ({text_hidden_dim}) differs from the vision width "
+                f"({hidden_dim}), but the text [CLS] is the patch-selection query "
+                "of the vision blocks. Use one width for both towers, or pass "
+                "`guidance_projection=True` to learn a projection between them "
+                f"({text_hidden_dim * hidden_dim + hidden_dim} added weights)."
             )
 
         # === Layers ===
         self.text_encoder = TRIPSTextEncoder(
             vocabulary_size=vocabulary_size,
             num_layers=text_num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
+            num_heads=text_num_heads,
+            hidden_dim=text_hidden_dim,
             intermediate_dim=text_intermediate_dim,
             max_sequence_length=max_sequence_length,
             dropout=dropout,
@@ -144,15 +164,22 @@ class TRIPSBackbone(keras.Model):
             keep_rate=keep_rate,
             fuse_inattentive=fuse_inattentive,
             guidance=guidance,
+            stem=vision_stem,
             dtype=self.dtype_policy,
             name="vision_encoder",
         )
+        self.guidance_dense = None
+        if guidance_projection:
+            self.guidance_dense = keras.layers.Dense(
+                hidden_dim, dtype=self.dtype_policy, name="guidance_projection"
+            )
         self.fusion_encoder = TRIPSFusionEncoder(
             num_layers=fusion_num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
+            num_heads=text_num_heads,
+            hidden_dim=text_hidden_dim,
             intermediate_dim=text_intermediate_dim,
             dropout=dropout,
+            image_dim=hidden_dim,
             dtype=self.dtype_policy,
             name="fusion_encoder",
         )
@@ -164,6 +191,10 @@ class TRIPSBackbone(keras.Model):
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
+        self.text_hidden_dim = text_hidden_dim
+        self.text_num_heads = text_num_heads
+        self.guidance_projection = guidance_projection
+        self.vision_stem = vision_stem
         self.vision_num_layers = vision_num_layers
         self.vision_mlp_dim = vision_mlp_dim
         self.text_num_layers = text_num_layers
@@ -189,10 +220,13 @@ class TRIPSBackbone(keras.Model):
         return cls(**{**cls.presets[preset], **overrides})
 
     def build(self, input_shape=None):
-        token_shape = (None, None)
-        sequence_shape = (None, None, self.text_encoder.hidden_dim)
-        self.text_encoder.build(token_shape)
-        self.fusion_encoder.build(sequence_shape, sequence_shape)
+        text_width = self.text_encoder.hidden_dim
+        self.text_encoder.build((None, None))
+        if self.guidance_dense is not None:
+            self.guidance_dense.build((None, text_width))
+        self.fusion_encoder.build(
+            (None, None, text_width), (None, None, self.fusion_encoder.image_dim)
+        )
         self.built = True
 
     @property
@@ -209,12 +243,33 @@ class TRIPSBackbone(keras.Model):
             token_ids, padding_mask=padding_mask, training=training
         )
 
-    def encode_image(self, images, text_embedding=None, keep_rate=None, training=None):
-        """Vision tokens, guided by `text_embedding` when given."""
+    def encode_image(
+        self,
+        images,
+        text_embedding=None,
+        keep_rate=None,
+        training=None,
+        guidance=None,
+        return_provenance=False,
+    ):
+        """Vision tokens, guided by `text_embedding` (the text [CLS], at the
+        text width) when given.
+
+        `keep_rate`, `guidance` and `return_provenance` are passed to the
+        vision encoder (see `TRIPSVisionEncoder`).
+        """
         inputs = {"images": images}
         if text_embedding is not None:
+            if self.guidance_dense is not None:
+                text_embedding = self.guidance_dense(text_embedding)
             inputs["text_embedding"] = text_embedding
-        return self.vision_encoder(inputs, keep_rate=keep_rate, training=training)
+        return self.vision_encoder(
+            inputs,
+            keep_rate=keep_rate,
+            guidance=guidance,
+            return_provenance=return_provenance,
+            training=training,
+        )
 
     def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
         """Fusion states `(B, L, D)`: text attending to the image tokens."""
@@ -258,6 +313,10 @@ class TRIPSBackbone(keras.Model):
                 "keep_rate": self.keep_rate,
                 "fuse_inattentive": self.fuse_inattentive,
                 "guidance": self.guidance,
+                "text_hidden_dim": self.text_hidden_dim,
+                "text_num_heads": self.text_num_heads,
+                "guidance_projection": self.guidance_projection,
+                "vision_stem": self.vision_stem,
                 "dropout": self.dropout,
             }
         )

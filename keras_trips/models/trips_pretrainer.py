@@ -9,6 +9,7 @@ from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
+EMBEDDING_POOLINGS = ("cls", "mean")
 # Variables that AdamW's weight decay leaves alone, by name.
 NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "temperature", "class_token", "position"]
 
@@ -61,9 +62,15 @@ class TRIPSPretrainer(keras.Model):
         momentum=0.995,
         queue_size=65536,
         distillation_alpha=0.4,
+        embedding_pooling="cls",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if embedding_pooling not in EMBEDDING_POOLINGS:
+            raise ValueError(
+                f"`embedding_pooling` must be one of {EMBEDDING_POOLINGS}. "
+                f"Received: {embedding_pooling!r}"
+            )
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
 
@@ -76,11 +83,11 @@ class TRIPSPretrainer(keras.Model):
         )
         self.mlm_head = self._masked_lm_head(backbone.token_embedding, "mlm_head")
         self.seed_generator = keras.random.SeedGenerator(seed=0)
-        hidden_dim = backbone.hidden_dim
-        self.vision_projection.build((None, hidden_dim))
-        self.text_projection.build((None, hidden_dim))
-        self.itm_head.build((None, hidden_dim))
-        self.mlm_head.build((None, None, hidden_dim))
+        text_width = backbone.text_hidden_dim
+        self.vision_projection.build((None, backbone.hidden_dim))
+        self.text_projection.build((None, text_width))
+        self.itm_head.build((None, text_width))
+        self.mlm_head.build((None, None, text_width))
         self.temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(temperature),
@@ -98,6 +105,7 @@ class TRIPSPretrainer(keras.Model):
         self.momentum = momentum
         self.queue_size = queue_size
         self.distillation_alpha = distillation_alpha
+        self.embedding_pooling = embedding_pooling
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in LOSSES + ACCURACIES
         }
@@ -131,12 +139,20 @@ class TRIPSPretrainer(keras.Model):
         self.momentum_fusion_encoder = clone(
             backbone.fusion_encoder, TRIPSFusionEncoder
         )
-        sequence_shape = (None, None, backbone.hidden_dim)
-        self.momentum_fusion_encoder.build(sequence_shape, sequence_shape)
+        text_shape = (None, None, backbone.text_hidden_dim)
+        self.momentum_fusion_encoder.build(
+            text_shape, (None, None, backbone.hidden_dim)
+        )
+        self.momentum_guidance_dense = None
+        if backbone.guidance_dense is not None:
+            self.momentum_guidance_dense = clone(
+                backbone.guidance_dense, keras.layers.Dense
+            )
+            self.momentum_guidance_dense.build((None, backbone.text_hidden_dim))
         self.momentum_mlm_head = self._masked_lm_head(
             self.momentum_text_encoder.token_embedding, "momentum_mlm_head"
         )
-        self.momentum_mlm_head.build(sequence_shape)
+        self.momentum_mlm_head.build(text_shape)
         self.momentum_vision_projection = self._projection(
             embedding_dim, "momentum_vision_projection"
         )
@@ -144,7 +160,7 @@ class TRIPSPretrainer(keras.Model):
             embedding_dim, "momentum_text_projection"
         )
         self.momentum_vision_projection.build((None, backbone.hidden_dim))
-        self.momentum_text_projection.build((None, backbone.hidden_dim))
+        self.momentum_text_projection.build((None, backbone.text_hidden_dim))
         for online, target in self._momentum_pairs():
             target.trainable = False
             # A copy: JAX must not see one buffer behind two variables.
@@ -177,14 +193,17 @@ class TRIPSPretrainer(keras.Model):
     def _momentum_pairs(self):
         """(online variable, momentum variable) for every EMA'd weight."""
         pairs = {}
-        for online, target in (
+        layers = [
             (self.backbone.text_encoder, self.momentum_text_encoder),
             (self.backbone.vision_encoder, self.momentum_vision_encoder),
             (self.backbone.fusion_encoder, self.momentum_fusion_encoder),
             (self.vision_projection, self.momentum_vision_projection),
             (self.text_projection, self.momentum_text_projection),
             (self.mlm_head, self.momentum_mlm_head),
-        ):
+        ]
+        if self.momentum_guidance_dense is not None:
+            layers.append((self.backbone.guidance_dense, self.momentum_guidance_dense))
+        for online, target in layers:
             # The MLM heads list their tied token embeddings again: once each.
             for pair in zip(online.weights, target.weights):
                 pairs.setdefault(id(pair[1]), pair)
@@ -200,13 +219,24 @@ class TRIPSPretrainer(keras.Model):
         """The L2-normalised ITC embedding of the vision encoder's output."""
         return self._embed(self.vision_projection, image_tokens)
 
-    def embed_text(self, text_states):
+    def embed_text(self, text_states, padding_mask=None):
         """The L2-normalised ITC embedding of the text encoder's output."""
-        return self._embed(self.text_projection, text_states)
+        return self._embed(self.text_projection, text_states, padding_mask)
 
-    def _embed(self, projection, states):
-        # From the [CLS] state.
-        embedding = ops.cast(projection(states[:, 0]), "float32")
+    def _embed(self, projection, states, padding_mask=None):
+        if self.embedding_pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            # The mean of the tokens after [CLS]: image patches (kept and
+            # fused), or the real text tokens.
+            weights = ops.ones(ops.shape(states)[:2], states.dtype)
+            if padding_mask is not None:
+                weights = ops.cast(padding_mask, states.dtype)
+            weights = weights[:, 1:, None]
+            pooled = ops.sum(states[:, 1:] * weights, axis=1) / ops.maximum(
+                ops.sum(weights, axis=1), 1.0
+            )
+        embedding = ops.cast(projection(pooled), "float32")
         return embedding / (ops.norm(embedding, axis=-1, keepdims=True) + 1e-12)
 
     # === Pieces of the forward pass ===
@@ -221,11 +251,14 @@ class TRIPSPretrainer(keras.Model):
     def _momentum_features(self, images, token_ids, padding_mask):
         """The momentum model's image tokens and (image, text) ITC embeddings."""
         text = self.momentum_text_encoder(token_ids, padding_mask=padding_mask)
+        guidance = text[:, 0]
+        if self.momentum_guidance_dense is not None:
+            guidance = self.momentum_guidance_dense(guidance)
         image = self.momentum_vision_encoder(
-            {"images": images, "text_embedding": text[:, 0]}
+            {"images": images, "text_embedding": guidance}
         )
         image_embedding = self._embed(self.momentum_vision_projection, image)
-        text_embedding = self._embed(self.momentum_text_projection, text)
+        text_embedding = self._embed(self.momentum_text_projection, text, padding_mask)
         return ops.stop_gradient(image), (
             ops.stop_gradient(image_embedding),
             ops.stop_gradient(text_embedding),
@@ -395,7 +428,7 @@ class TRIPSPretrainer(keras.Model):
         image = self.backbone.encode_image(
             inputs["images"], text[:, 0], training=training
         )
-        embeddings = (self.embed_image(image), self.embed_text(text))
+        embeddings = (self.embed_image(image), self.embed_text(text, padding_mask))
         momentum_image = momentum_embeddings = None
         if self.use_momentum:
             if training:
@@ -505,6 +538,7 @@ class TRIPSPretrainer(keras.Model):
                 "momentum": self.momentum,
                 "queue_size": self.queue_size,
                 "distillation_alpha": self.distillation_alpha,
+                "embedding_pooling": self.embedding_pooling,
             }
         )
         return config

@@ -23,7 +23,8 @@ class TRIPSVisionEncoder(keras.Model):
     last stage. With `return_provenance=True` it also returns a
     `(B, T, num_patches)` map: row t holds the weight with which each original
     patch makes up output token t (one-hot for a kept patch, the fusion
-    weights for a fused token, zeros for the [CLS]).
+    weights for a fused token, zeros for the [CLS]). `guidance` overrides
+    the encoder's guidance mode for one call (to compare modes on one model).
 
     Args:
         image_shape: `(height, width, channels)`.
@@ -46,6 +47,9 @@ class TRIPSVisionEncoder(keras.Model):
             `pre_layrnorm`).
         patch_bias: bool. Whether the patch projection has a bias (CLIP's
             has none).
+        stem: `"patch"` (the ViT's linear patch projection) or `"conv"` (a
+            convolutional stem, for training from scratch on small data; see
+            `TRIPSPatchEmbedding`).
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -79,6 +83,7 @@ class TRIPSVisionEncoder(keras.Model):
         activation="gelu",
         pre_norm=False,
         patch_bias=True,
+        stem="patch",
         dtype=None,
         **kwargs,
     ):
@@ -105,7 +110,7 @@ class TRIPSVisionEncoder(keras.Model):
         self.hidden_dim = hidden_dim
         self.mlp_dim = mlp_dim
         self.selection_layers = tuple(sorted(selection_layers))
-        self.keep_rate = self._stage_rates(keep_rate)
+        self.keep_rate = self.stage_rates(keep_rate)
         self.fuse_inattentive = fuse_inattentive
         self.guidance = guidance
         self.layer_norm_epsilon = layer_norm_epsilon
@@ -113,6 +118,7 @@ class TRIPSVisionEncoder(keras.Model):
         self.activation = activation
         self.pre_norm = pre_norm
         self.patch_bias = patch_bias
+        self.stem = stem
 
         # === Layers ===
         self.patch_embedding = TRIPSPatchEmbedding(
@@ -120,6 +126,7 @@ class TRIPSVisionEncoder(keras.Model):
             patch_size,
             hidden_dim,
             use_bias=patch_bias,
+            stem=stem,
             dtype=self.dtype_policy,
             name="patch_embedding",
         )
@@ -164,8 +171,9 @@ class TRIPSVisionEncoder(keras.Model):
     def num_patches(self):
         return self.patch_embedding.num_patches
 
-    def _stage_rates(self, keep_rate):
-        """One validated keep rate per selection layer, as a tuple."""
+    def stage_rates(self, keep_rate):
+        """One validated keep rate per selection layer, as a tuple: `keep_rate`
+        is one rate for every stage or a list of one per stage."""
         if isinstance(keep_rate, (list, tuple)):
             if len(keep_rate) != len(self.selection_layers):
                 raise ValueError(
@@ -182,11 +190,11 @@ class TRIPSVisionEncoder(keras.Model):
         Compiled `fit`/`predict` functions of a model that holds this encoder
         must be rebuilt afterwards (the token counts are static shapes).
         """
-        self.keep_rate = self._stage_rates(keep_rate)
+        self.keep_rate = self.stage_rates(keep_rate)
 
     def sequence_lengths(self, keep_rate=None):
         """Tokens (with [CLS]) entering each block and leaving the last one."""
-        rates = self.keep_rate if keep_rate is None else self._stage_rates(keep_rate)
+        rates = self.keep_rate if keep_rate is None else self.stage_rates(keep_rate)
         rates = dict(zip(self.selection_layers, rates))
         lengths = [1 + self.num_patches]
         for i, block in enumerate(self.blocks):
@@ -212,13 +220,20 @@ class TRIPSVisionEncoder(keras.Model):
                 f"Received shape: {tuple(text_embedding.shape)}"
             )
 
-    def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
+    def call(
+        self,
+        inputs,
+        keep_rate=None,
+        return_provenance=False,
+        guidance=None,
+        training=None,
+    ):
         if isinstance(inputs, dict):
             images, text_embedding = inputs["images"], inputs.get("text_embedding")
         else:
             images, text_embedding = inputs, None
         self._validate(images, text_embedding)
-        rates = self.keep_rate if keep_rate is None else self._stage_rates(keep_rate)
+        rates = self.keep_rate if keep_rate is None else self.stage_rates(keep_rate)
         rates = dict(zip(self.selection_layers, rates))
 
         tokens = self.patch_embedding(images)
@@ -235,7 +250,7 @@ class TRIPSVisionEncoder(keras.Model):
             tokens, indices, scores = block(
                 tokens,
                 text_embedding=text_embedding,
-                guidance=self.guidance,
+                guidance=self.guidance if guidance is None else guidance,
                 keep_rate=rates.get(i),
                 training=training,
             )
@@ -266,6 +281,7 @@ class TRIPSVisionEncoder(keras.Model):
                 "activation": self.activation,
                 "pre_norm": self.pre_norm,
                 "patch_bias": self.patch_bias,
+                "stem": self.stem,
             }
         )
         return config

@@ -16,7 +16,7 @@ from keras_trips.datasets.scenes.sprite_bank import SpriteBank
 SPLITS = ("train", "val", "test")
 TASKS = ("pretraining", "captions", "vqa", "refcoco", "nlvr2")
 # Bump when the generator's output changes, so cached copies are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _SEED_STREAMS = {"held_out": 0, "train": 1, "val": 2, "test": 3}
 
 
@@ -36,7 +36,7 @@ def make_scenes(
     files in the formats of `keras_trips.data`: `<split>_captions.json`
     (ALBEF list), `<split>_vqa_questions.json` + `<split>_vqa_annotations.json`
     (VQA v2, ten agreeing answers), `<split>_refs.json` (referring expressions,
-    COCO xywh pixel boxes), `<split>_nlvr.jsonl` (statements about two images)
+    COCO xywh pixel boxes, with every object's box in `"object_bboxes"`), `<split>_nlvr.jsonl` (statements about two images)
     and `<split>_scenes.json` (the scene graphs), plus `metadata.json` (the
     categories, the held-out category pairs and the VQA answer list).
 
@@ -150,16 +150,17 @@ def _write_split(
                     ],
                 }
             )
+        object_bboxes = [_xywh(o["box"]) for o in scene["objects"]]
         for text, obj in language.referring_expressions(scene):
-            x1, y1, x2, y2 = obj["box"]
             refs.append(
                 {
                     "image": image_path,
                     "text": text,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "bbox": _xywh(obj["box"]),
                     "width": image_size,
                     "height": image_size,
                     "category": obj["category"],
+                    "object_bboxes": object_bboxes,
                 }
             )
     statements = []
@@ -195,6 +196,11 @@ def _write_split(
     with open(paths["nlvr"], "w") as file:
         file.writelines(json.dumps(row) + "\n" for row in statements)
     return paths
+
+
+def _xywh(box):
+    x1, y1, x2, y2 = box
+    return [x1, y1, x2 - x1, y2 - y1]
 
 
 def _write_json(path, data):
