@@ -67,6 +67,23 @@ def test_matches_numpy_reference(keep_rate, num_heads, num_queries, fuse):
     assert ops.convert_to_numpy(indices).dtype == np.int32
 
 
+def test_keep_rate_one_returns_the_tokens_and_the_true_scores():
+    tokens, query, keys = random_inputs()
+    layer = TRIPSPatchSelection(1.0, num_heads=2)
+    outputs, indices, scores = layer(
+        tokens, query=query, keys=keys, return_indices=True
+    )
+    _, _, expected_scores = reference_selection(tokens, query, keys, 2, 0.5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(outputs), tokens)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(indices), np.tile(np.arange(12), (3, 1))
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(scores), expected_scores, atol=1e-6)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(layer(tokens, query=query, keys=keys)), tokens
+    )
+
+
 def test_default_query_is_the_cls_token_and_keys_the_tokens():
     tokens, _, _ = random_inputs()
     outputs = TRIPSPatchSelection(0.5, num_heads=2)(tokens)

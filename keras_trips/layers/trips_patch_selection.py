@@ -37,7 +37,9 @@ class TRIPSPatchSelection(keras.layers.Layer):
         keys: `(B, 1 + N, D)` keys the query is matched against (the block's
             projected keys). `None` uses `tokens`.
         return_indices: bool. Also return the kept indices `(B, k)`, int32,
-            ascending into the N image tokens, and the scores `(B, N)`.
+            ascending into the N image tokens, and the scores `(B, N)`: the
+            attention scores at every keep rate, 1.0 included (where the
+            tokens pass unchanged).
 
     Returns:
         `(B, 1 + k + 1, D)` tokens `[cls, kept..., fused]` (no fused token
@@ -174,17 +176,19 @@ class TRIPSPatchSelection(keras.layers.Layer):
             None if keys is None else keys.shape,
         )
         num_tokens = tokens.shape[1] - 1
-        if not self.selects(num_tokens):
-            if not return_indices:
-                return tokens
-            batch = ops.shape(tokens)[0]
-            indices = ops.tile(ops.arange(num_tokens, dtype="int32")[None], (batch, 1))
-            scores = ops.full((batch, num_tokens), 1.0 / num_tokens, "float32")
-            return tokens, indices, scores
+        selects = self.selects(num_tokens)
+        if not selects and not return_indices:
+            # The identity, free: no scores are asked for.
+            return tokens
         query = tokens[:, 0] if query is None else query
         if len(query.shape) == 2:
             query = query[:, None, :]
         scores = self.score(query, tokens if keys is None else keys)
+        if not selects:
+            # Every token kept, and the true scores, to look at without pruning.
+            batch = ops.shape(tokens)[0]
+            indices = ops.tile(ops.arange(num_tokens, dtype="int32")[None], (batch, 1))
+            return tokens, indices, scores
         outputs, indices = self.select(tokens, scores)
         if return_indices:
             return outputs, indices, scores
