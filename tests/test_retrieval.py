@@ -38,6 +38,14 @@ def test_recall_of_a_hand_made_similarity_matrix():
     )
 
 
+def test_ties_rank_the_correct_candidate_last():
+    # Constant scores carry no information: no credit below K = all others.
+    scores = np.ones((3, 3))
+    recall = retrieval_recall(scores, scores.T, [0, 1, 2], ks=(1, 2, 3))
+    assert recall["image_to_text_r1"] == recall["text_to_image_r2"] == 0.0
+    assert recall["image_to_text_r3"] == recall["text_to_image_r3"] == 1.0
+
+
 def test_recall_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="must have shape"):
         retrieval_recall(np.zeros((2, 3)), np.zeros((2, 3)), [0, 1, 1])

@@ -54,7 +54,8 @@ def albef_json_dataset(
         validate_images: `"header"`, `"full"` or None (see
             `validation.image_problem`).
         **kwargs: `shuffle`, `seed`, `deterministic`, `cache_images`, `shard`,
-            `drop_remainder` of `pipeline.build_dataset`.
+            `drop_remainder` and `random_crop_scale` (area range of the
+            training crop, None for none) of `pipeline.build_dataset`.
     """
     rows = read_albef_json(annotation_file, image_root, validate_images)
     return _caption_dataset(
@@ -174,7 +175,9 @@ def _caption_dataset(
         preprocessor,
         batch_size,
         image_size,
-        random_crop_scale=(0.5, 1.0) if training else None,
+        random_crop_scale=kwargs.pop("random_crop_scale", (0.5, 1.0))
+        if training
+        else None,
         random_flip=training,
         shuffle=kwargs.pop("shuffle", training),
         **kwargs,

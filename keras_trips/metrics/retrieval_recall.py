@@ -7,7 +7,9 @@ def retrieval_recall(image_to_text, text_to_image, text_images, ks=(1, 5, 10)):
     """Recall@K for image->text and text->image retrieval.
 
     An image is retrieved correctly at K when any of its captions is among
-    its K best texts; a text when its image is among its K best images.
+    its K best texts; a text when its image is among its K best images. A
+    wrong candidate that ties with the correct one ranks above it, so a
+    model that scores everything alike gets no credit.
 
     Args:
         image_to_text: `(num_images, num_texts)` scores of each image's
@@ -37,12 +39,14 @@ def retrieval_recall(image_to_text, text_to_image, text_images, ks=(1, 5, 10)):
             f"`text_to_image` must have shape {(num_texts, num_images)}. "
             f"Received: {text_to_image.shape}"
         )
-    # Rank of the best correct answer: how many candidates score above it.
+    # Rank of the best correct answer: how many wrong candidates score as
+    # high or higher (a tie counts against it, so equal scores earn nothing).
     own_text = text_images[None, :] == np.arange(num_images)[:, None]
     best_own_text = np.max(np.where(own_text, image_to_text, -np.inf), axis=1)
-    image_rank = np.sum(image_to_text > best_own_text[:, None], axis=1)
+    image_rank = np.sum((image_to_text >= best_own_text[:, None]) & ~own_text, axis=1)
+    own_image = np.arange(num_images)[None, :] == text_images[:, None]
     own_image_score = text_to_image[np.arange(num_texts), text_images]
-    text_rank = np.sum(text_to_image > own_image_score[:, None], axis=1)
+    text_rank = np.sum((text_to_image >= own_image_score[:, None]) & ~own_image, axis=1)
     results = {}
     for k in ks:
         results[f"image_to_text_r{k}"] = float(np.mean(image_rank < k))
