@@ -86,6 +86,7 @@ def test_pretraining_batch_format(image_dir):
         "images",
         "token_ids",
         "padding_mask",
+        "masked_token_ids",
         "mask_positions",
         "mask_ids",
         "mask_weights",
@@ -94,7 +95,8 @@ def test_pretraining_batch_format(image_dir):
         batch["images"].shape == (4, 16, 16, 3) and batch["images"].dtype == "float32"
     )
     assert batch["token_ids"].shape == (4, 30) and batch["token_ids"].dtype == "int32"
-    assert batch["padding_mask"].dtype == "bool"
+    assert batch["padding_mask"].dtype == "int32"
+    assert batch["masked_token_ids"].shape == (4, 30)
     assert batch["mask_positions"].shape[1] == batch["mask_ids"].shape[1]
 
 

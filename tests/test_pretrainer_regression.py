@@ -23,7 +23,11 @@ import numpy as np
 import pytest
 from pretraining_utils import MICRO, pretraining_batch
 
-from keras_trips.models import TRIPSBackbone, TRIPSPretrainer
+from keras_trips.models import (
+    TRIPSBackbone,
+    TRIPSPretrainer,
+    convert_legacy_pretrainer,
+)
 
 BACKEND = keras.backend.backend()
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -48,9 +52,10 @@ def build(case):
     return TRIPSPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16, **CASES[case])
 
 
-def regression_values(pretrainer):
+def regression_values(pretrainer, save_path=None):
     """Outputs on the batch, the logs of `STEPS` training steps, and the
-    outputs on another batch after them."""
+    outputs on another batch after them (`save_path`: where to save the
+    pretrainer before those)."""
     batch = pretraining_batch()
     values = {"before": floats(pretrainer(batch, training=False))}
     pretrainer.compile(learning_rate=1e-3, jit_compile=False)
@@ -58,6 +63,8 @@ def regression_values(pretrainer):
         values[f"step_{step}"] = floats(
             pretrainer.train_on_batch(batch, return_dict=True)
         )
+    if save_path:
+        pretrainer.save(save_path)
     values["after"] = floats(pretrainer(pretraining_batch(seed=1), training=False))
     return values
 
@@ -79,6 +86,23 @@ def test_losses_and_accuracies_are_those_recorded(case):
     assert_close(regression_values(build(case)), expected)
 
 
+def test_keras_file_of_the_first_layout_says_how_to_convert_then_loads(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"convert_legacy_pretrainer\(path, new_path\)"
+    ):
+        keras.saving.load_model(LEGACY_PATH)
+    converted = str(tmp_path / "pretrainer.keras")
+    convert_legacy_pretrainer(LEGACY_PATH, converted)
+    pretrainer = keras.saving.load_model(converted)
+    with open(EXPECTED_PATH) as file:
+        expected = json.load(file)["tensorflow"]["momentum"]["after"]
+    actual = floats(pretrainer(pretraining_batch(seed=1), training=False))
+    skip = () if BACKEND == "tensorflow" else BACKEND_RANDOM_OUTPUTS
+    assert_close({"after": actual}, {"after": expected}, skip)
+    with pytest.raises(ValueError, match="today's layout already"):
+        convert_legacy_pretrainer(converted, str(tmp_path / "again.keras"))
+
+
 def record():
     """Writes this backend's values (and, under TensorFlow, the legacy file)."""
     expected = {}
@@ -87,10 +111,10 @@ def record():
             expected = json.load(file)
     expected[BACKEND] = {}
     for case in sorted(CASES):
-        pretrainer = build(case)
-        expected[BACKEND][case] = regression_values(pretrainer)
-        if case == "momentum" and BACKEND == "tensorflow":
-            pretrainer.save(LEGACY_PATH)
+        legacy = case == "momentum" and BACKEND == "tensorflow"
+        expected[BACKEND][case] = regression_values(
+            build(case), LEGACY_PATH if legacy else None
+        )
     with open(EXPECTED_PATH, "w") as file:
         json.dump(expected, file, indent=1, sort_keys=True)
         file.write("\n")

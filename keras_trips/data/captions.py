@@ -4,10 +4,11 @@ Both yield `features` dicts only (pre-training and retrieval have no
 separate targets):
 
 - `"images"`: float32 `(B, image_size, image_size, 3)`, CLIP-normalised;
-- `"token_ids"`: int32 `(B, L)`; `"padding_mask"`: bool `(B, L)`;
+- `"token_ids"`: int32 `(B, L)`; `"padding_mask"`: int32 `(B, L)`;
 - with MLM masking (`mask_rate > 0`, the default for pre-training), also
-  `"mask_positions"` int32 `(B, P)`, `"mask_ids"` int32 `(B, P)` and
-  `"mask_weights"` float32 `(B, P)`; `"token_ids"` then holds the masked ids.
+  `"masked_token_ids"` int32 `(B, L)` (the masked text; `"token_ids"` stays
+  unmasked), `"mask_positions"` int32 `(B, P)`, `"mask_ids"` int32 `(B, P)`
+  and `"mask_weights"` float32 `(B, P)`.
 """
 
 import os
@@ -109,6 +110,15 @@ def coco_captions_dataset(
     Arguments as in `albef_json_dataset`; rows are images, with all their
     captions.
     """
+    rows = read_coco_captions(annotation_file, image_root, validate_images)
+    return _caption_dataset(
+        rows, preprocessor, batch_size, image_size, training, captions, **kwargs
+    )
+
+
+def read_coco_captions(annotation_file, image_root=None, validate_images="header"):
+    """Parse and validate a COCO captions file; returns rows (one per image)
+    as `read_albef_json`'s, broken ones skipped and reported."""
     data = read_json(annotation_file)
     images = require_list(data, annotation_file, "images")
     annotations = require_list(data, annotation_file, "annotations")
@@ -140,10 +150,7 @@ def coco_captions_dataset(
                     "captions": captions_by_image[image["id"]],
                 }
             )
-    rows = _keep_valid(rows, skips, len(images), validate_images)
-    return _caption_dataset(
-        rows, preprocessor, batch_size, image_size, training, captions, **kwargs
-    )
+    return _keep_valid(rows, skips, len(images), validate_images)
 
 
 def _keep_valid(rows, skips, total, validate_images):

@@ -1,5 +1,7 @@
 """Assembled backbones and task models."""
 
+from keras_trips.models.legacy_pretrainer import convert_legacy_pretrainer
 from keras_trips.models.trips_backbone import TRIPSBackbone
+from keras_trips.models.trips_momentum_model import TRIPSMomentumModel
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
