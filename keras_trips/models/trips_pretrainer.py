@@ -193,6 +193,7 @@ class TRIPSPretrainer(keras.Model):
         self._check_inputs(inputs)
         images, token_ids = inputs["images"], inputs["token_ids"]
         padding_mask = inputs["padding_mask"]
+        # One vision pass per pair, guided by its caption's text [CLS].
         text = self.backbone.encode_text(token_ids, padding_mask, training)
         image = self.backbone.encode_image(images, text[:, 0], training=training)
         embeddings = (self.embed_image(image), self.embed_text(text))
@@ -204,10 +205,11 @@ class TRIPSPretrainer(keras.Model):
                 images, token_ids, padding_mask
             )
 
-        # This replica's rows in the global batch, whose pairs they are
-        # contrasted with (on one device: the batch itself).
+        # The objectives contrast this replica's pairs (`rows` of the global
+        # batch) with the global batch's; on one device both are the batch.
         rows = replicas.global_rows(ops.shape(text)[0])
         keys = replicas.all_gather(momentum_embeddings or embeddings)
+        # ITC.
         itc_loss, sim_i2t, sim_t2i = self._image_text_contrastive(
             embeddings, keys, rows, momentum_embeddings, training
         )
@@ -221,6 +223,7 @@ class TRIPSPretrainer(keras.Model):
                 "sim_t2i": sim_t2i[:, : ops.shape(keys[0])[0]],
             }
         )
+        # ITM, its hard negatives drawn from the global batch.
         itm_loss, itm_correct = self._image_text_matching(
             text, image, padding_mask, global_batch, rows, training
         )
@@ -229,6 +232,7 @@ class TRIPSPretrainer(keras.Model):
             "itm_loss": (itm_loss, None),
             "itm_accuracy": (itm_correct, None),
         }
+        # MLM.
         if "mask_positions" in inputs:
             mlm_loss, mlm_correct = self._masked_language_modelling(
                 inputs, image, momentum_image, training
