@@ -137,7 +137,7 @@ def random_pretraining_batch(
     Captions of random lengths between half and all of `text_length` (the
     rest padding), each starting with a [CLS]-like id 1. `round(mask_rate *
     length)` (at least 1, at most `num_masked`) random positions of each are
-    replaced by the mask id 3 and listed in the `num_masked` prediction
+    replaced by the mask id 3 in `masked_token_ids` and listed in the `num_masked` prediction
     slots; the remaining slots are padding (position 0, id 0, weight 0), as
     keras-hub's `MaskedLMMaskGenerator` writes them.
     """
@@ -165,8 +165,9 @@ def random_pretraining_batch(
     )
     return {
         "images": rng.random((batch_size, *image_shape), dtype=np.float32),
-        "token_ids": masked,
-        "padding_mask": padding_mask,
+        "token_ids": token_ids,
+        "padding_mask": padding_mask.astype("int32"),
+        "masked_token_ids": masked,
         "mask_positions": mask_positions,
         "mask_ids": mask_ids,
         "mask_weights": mask_weights,
