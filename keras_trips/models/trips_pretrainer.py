@@ -19,7 +19,7 @@ class TRIPSPretrainer(keras.Model):
 
     One text-guided vision pass per pair: the caption's text [CLS] guides the
     patch selection of its own image; ITM negatives and MLM reuse those image
-    tokens (SPEC §3). With `use_momentum=True`, an EMA copy of the model (as
+    tokens (docs/method.md). With `use_momentum=True`, an EMA copy of the model (as
     ALBEF's: text, vision and fusion encoders, ITC projections and MLM head)
     provides distillation targets for ITC and MLM, and feature queues add ITC
     negatives.
