@@ -2,7 +2,7 @@
 
 Trains the pre-training model on caption batches without MLM masking, from a
 saved `.keras` backbone or pretrainer if given, then evaluates retrieval as
-SPEC §4: text-free image embeddings shortlist k_test candidates, ITM on
+docs/method.md: text-free image embeddings shortlist k_test candidates, ITM on
 text-guided vision passes re-ranks them. The built-in scenes dataset's
 validation split is the default gallery.
 

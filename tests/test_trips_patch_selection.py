@@ -10,7 +10,7 @@ from keras_trips.layers import TRIPSPatchSelection
 
 
 def reference_selection(tokens, query, keys, num_heads, keep_rate, fuse=True):
-    """Plain-numpy TRIPS selection, written from SPEC §1 (loops, no tricks)."""
+    """Plain-numpy TRIPS selection, written from docs/method.md (loops, no tricks)."""
     batch, length, width = tokens.shape
     num_tokens = length - 1
     head_dim = width // num_heads

@@ -38,7 +38,7 @@ def test_output_shape_follows_the_paper_token_counts():
     encoder = TRIPSVisionEncoder(
         num_layers=10, num_heads=2, hidden_dim=16, mlp_dim=16, selection_layers=(4, 9)
     )
-    # 224 px, patch 16: 196 patches -> 138 + 1 fused -> 98 + 1 fused (SPEC §1).
+    # 224 px, patch 16: 196 patches -> 138 + 1 fused -> 98 + 1 fused (docs/method.md).
     assert encoder.sequence_lengths()[-1] == 1 + 98 + 1
     assert encoder.sequence_lengths()[5] == 1 + 138 + 1
     tokens = encoder(tiny_inputs(batch=1, image_size=224))

@@ -20,7 +20,7 @@ ACTIVATIONS = {"quick_gelu": quick_gelu}
 class TRIPSVisionBlock(keras.layers.Layer):
     """Pre-LN ViT block with an optional TRIPS patch-selection stage.
 
-    Selection sits between the attention residual and the MLP (SPEC §1, as
+    Selection sits between the attention residual and the MLP (docs/method.md, as
     in EViT). Its guidance query is the text [CLS] passed through this
     block's own LayerNorm and query projection, so it adds no weights; the
     keys are the ones the block's attention already computed.

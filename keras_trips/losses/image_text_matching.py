@@ -11,7 +11,7 @@ def hard_negative_triples(
     text) pairs, then B (negative image, text) pairs; and their labels.
 
     The negatives reuse the batch's text states and image tokens (one vision
-    pass per pair, SPEC §3).
+    pass per pair, docs/method.md).
 
     Args:
         text, image, padding_mask: this batch's text states `(B, L, D)`,

@@ -22,7 +22,7 @@ PRESETS = {
         selection_layers=(1, 3),
         keep_rate=0.7,
     ),
-    # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (SPEC §2).
+    # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (docs/method.md).
     "base": dict(
         vocabulary_size=30522,
         image_shape=(224, 224, 3),
@@ -43,7 +43,7 @@ PRESETS = {
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSBackbone(keras.Model):
-    """The TRIPS vision-language backbone (ALBEF-style, SPEC §2).
+    """The TRIPS vision-language backbone (ALBEF-style, docs/method.md).
 
     Text encoder -> text [CLS] -> vision encoder guided by it (TRIPS patch
     selection) -> fusion encoder (text self-attention, cross-attention to the

@@ -29,7 +29,7 @@ class TRIPSPretrainer(keras.Model):
 
     One text-guided vision pass per pair: the caption's text [CLS] guides the
     patch selection of its own image; ITM negatives and MLM reuse those image
-    tokens (SPEC §3). The objectives:
+    tokens (docs/method.md). The objectives:
 
     - ITC: symmetric InfoNCE of the image and text embeddings over the batch
       (`keras_trips.losses.image_text_contrastive_loss`);

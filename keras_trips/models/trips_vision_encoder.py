@@ -8,7 +8,7 @@ from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlo
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSVisionEncoder(keras.Model):
-    """A ViT whose blocks select text-relevant patches (TRIPS, SPEC §1-2).
+    """A ViT whose blocks select text-relevant patches (TRIPS, docs/method.md).
 
     A pre-LN ViT with a [CLS] token and learned position embeddings. In the
     blocks listed in `selection_layers` the tokens that the guidance query
