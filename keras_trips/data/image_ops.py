@@ -94,13 +94,15 @@ def swap_left_right(text):
 
 def random_flip(image, text, seed, boxes=None):
     """With probability 1/2 mirror the image, swap "left"/"right" in the text
-    and mirror the boxes, all together (as ALBEF does).
+    and mirror the boxes, all together (as ALBEF does). `text` and `boxes`
+    may be None.
 
     Returns `(image, text, boxes)`.
     """
     flip = tf.random.stateless_uniform([], seed) < 0.5
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    text = tf.cond(flip, lambda: swap_left_right(text), lambda: text)
+    if text is not None:
+        text = tf.cond(flip, lambda: swap_left_right(text), lambda: text)
     if boxes is not None:
         boxes = tf.cond(flip, lambda: flip_boxes(boxes), lambda: boxes)
     return image, text, boxes
