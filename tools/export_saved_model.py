@@ -55,11 +55,10 @@ def main(argv=None):
             f"script to export under {args.backend}."
         )
     os.environ["KERAS_BACKEND"] = args.backend
-    import keras
 
     import keras_trips
 
-    model = keras.saving.load_model(args.model, compile=False)
+    model = keras_trips.utils.load_model(args.model, compile=False)
     names = keras_trips.export.export_saved_model(
         model,
         args.output,

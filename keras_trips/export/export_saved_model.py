@@ -61,7 +61,7 @@ def export_saved_model(
 
     Example:
     ```python
-    pretrainer = keras.saving.load_model("trips.keras")
+    pretrainer = keras_trips.utils.load_model("trips.keras")
     keras_trips.export.export_saved_model(
         pretrainer, "serving/trips/1", sequence_length=30
     )

@@ -2,10 +2,9 @@
 
 import os
 
-import keras
-
 from keras_trips.models.trips_backbone import PRESETS, TRIPSBackbone
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
+from keras_trips.utils.saving import load_model
 
 
 def backbone_config(args):
@@ -45,7 +44,7 @@ def build_pretrainer(args, total_steps, init_from=None):
             queue_size=args.queue_size,
         )
     else:
-        loaded = keras.saving.load_model(init_from, compile=False)
+        loaded = load_model(init_from, compile=False)
         pretrainer = (
             loaded
             if isinstance(loaded, TRIPSPretrainer)
