@@ -1,5 +1,8 @@
+import tempfile
+
 import keras
 
+from keras_trips.export.serving_inputs import serving_functions
 from keras_trips.export.serving_signature import serving_signatures
 
 TORCH_UNSUPPORTED = (
@@ -28,16 +31,22 @@ def export_saved_model(
     `"itm"` (image-text matching probability), `"image_embedding"` (text-free
     ITC image embeddings, for retrieval galleries), `"text_embedding"` and
     `"features"`; for a `TRIPSBackbone` `"features"`. Task models plug in
-    through `register_serving_signature`. The default signature is also
-    exported as `serving_default`.
+    through `register_serving_signature`.
 
-    Inputs have a dynamic batch dimension; the image size (the model's
-    `image_shape`) and the text length (`sequence_length`) are fixed, so
-    every patch-selection stage keeps a static number of tokens. Inputs:
-    `images` float32 `(B, H, W, C)` CLIP-normalised, `token_ids` int32
-    `(B, L)` WordPiece ids packed as `[CLS] ... [SEP] [PAD]...` (as
-    `keras_trips.data.TRIPSTextPreprocessor` makes them), `padding_mask` bool
-    `(B, L)`. The SavedModel needs neither Keras nor keras_trips to run.
+    A signature with images is served twice (see
+    `keras_trips.export.serving_inputs`): `<name>` takes `images_uint8`,
+    raw 0-255 pixels, uint8 `(B, height, width, 3)` of any size, resized and
+    CLIP-normalised inside as in training; `<name>_normalized` takes
+    `images_normalized`, float32 `(B, H, W, C)` at the model's `image_shape`,
+    already normalised (raw pixels sent as floats are rejected). The default
+    signature's raw-pixel form is also `serving_default`. Text inputs:
+    `token_ids` int32 `(B, L)` WordPiece ids packed as `[CLS] ... [SEP]
+    [PAD]...` (as `keras_trips.data.TRIPSTextPreprocessor` makes them),
+    `padding_mask` bool `(B, L)`. The batch dimension is dynamic and must be
+    the same for every input (checked); the text length is fixed at export,
+    and so is the model's image size, so every patch-selection stage keeps a
+    static number of tokens. The SavedModel needs neither Keras nor
+    keras_trips to run.
 
     Works under the TensorFlow and JAX backends (JAX through jax2tf, native
     serialization: the graph holds `XlaCallModule` ops for the platform it was
@@ -57,7 +66,8 @@ def export_saved_model(
         verbose: bool. Let Keras print the exported endpoints.
 
     Returns:
-        The names of the exported signatures, the default first.
+        The names of the served signatures (raw-pixel and normalised forms),
+        the default first; `serving_default` is the first one.
 
     Example:
     ```python
@@ -68,7 +78,7 @@ def export_saved_model(
     # In a process without Keras:
     served = tf.saved_model.load("serving/trips/1")
     served.signatures["serving_default"](
-        images=images, token_ids=token_ids, padding_mask=padding_mask
+        images_uint8=pixels, token_ids=token_ids, padding_mask=padding_mask
     )["itm_probability"]
     ```
     """
@@ -124,8 +134,35 @@ def export_saved_model(
             input_signature=[specs],
             **endpoint_options,
         )
-    archive.write_out(path, verbose=verbose)
-    return names
+    # The checks and the raw-pixel preprocessing are TensorFlow ops around the
+    # endpoints as exported (under JAX, jax2tf conversions, which cannot hold
+    # them): the endpoints are written, reloaded and wrapped.
+    with tempfile.TemporaryDirectory() as scratch:
+        archive.write_out(scratch, verbose=False)
+        exported = tf.saved_model.load(scratch)
+        served = {}
+        for name in names:
+            served.update(
+                serving_functions(
+                    name,
+                    getattr(exported, name),
+                    available[name].input_specs(backbone, sequence_length),
+                )
+            )
+        module = tf.Module()
+        module.exported = exported
+        tf.saved_model.save(
+            module,
+            path,
+            signatures={**served, "serving_default": served[default_signature]},
+        )
+    if verbose:
+        for name, function in served.items():
+            inputs = function.structured_input_signature[0][0]
+            print(
+                f"{name}: {', '.join(f'{k} {v.dtype.name} {v.shape}' for k, v in inputs.items())}"
+            )
+    return list(served)
 
 
 def _endpoint(signature, model):
