@@ -1,3 +1,4 @@
+import shutil
 import tempfile
 
 import keras
@@ -84,7 +85,6 @@ def export_saved_model(
     """
     if keras.backend.backend() not in ("tensorflow", "jax"):
         raise NotImplementedError(TORCH_UNSUPPORTED)
-    import tensorflow as tf
 
     available = serving_signatures(model)
     names = list(available) if signatures is None else list(signatures)
@@ -111,58 +111,58 @@ def export_saved_model(
             f"(the model's max_sequence_length). Received: {sequence_length}"
         )
 
-    endpoint_options = {}
-    if keras.backend.backend() == "jax":
-        # Inference only: no custom gradients to serialise (and warn about).
-        endpoint_options["jax2tf_kwargs"] = {"with_gradient": False}
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     # ExportArchive serves its first endpoint as `serving_default`.
     names.remove(default_signature)
     names.insert(0, default_signature)
+    specs = {
+        name: available[name].input_specs(backbone, sequence_length) for name in names
+    }
+    # What the served functions call, and the object holding its variables.
+    if keras.backend.backend() == "jax":
+        holder = _jax2tf_endpoints(model, available, specs)
+        model_functions = {name: getattr(holder, name) for name in names}
+    else:
+        holder = model
+        model_functions = {name: _endpoint(available[name], model) for name in names}
+    served = {}
     for name in names:
-        signature = available[name]
-        specs = {
-            input_name: tf.TensorSpec(shape, dtype, name=input_name)
-            for input_name, (shape, dtype) in signature.input_specs(
-                backbone, sequence_length
-            ).items()
-        }
+        served.update(serving_functions(name, model_functions[name], specs[name]))
+    archive = keras.export.ExportArchive()
+    archive.track(holder)
+    for name, function in served.items():
+        archive.add_endpoint(name, function)
+    archive.write_out(path, verbose=verbose)
+    return list(served)
+
+
+def _jax2tf_endpoints(model, available, specs):
+    """The endpoints under JAX, as jax2tf conversions written out and
+    reloaded: the TensorFlow object holding them (the checks and
+    preprocessing around them are TensorFlow ops, which a converted JAX
+    function cannot hold)."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, input_specs in specs.items():
         archive.add_endpoint(
             name,
-            _endpoint(signature, model),
-            input_signature=[specs],
-            **endpoint_options,
+            _endpoint(available[name], model),
+            input_signature=[
+                {
+                    key: tf.TensorSpec(shape, dtype, name=key)
+                    for key, (shape, dtype) in input_specs.items()
+                }
+            ],
+            # Inference only: no custom gradients to serialise (and warn about).
+            jax2tf_kwargs={"with_gradient": False},
         )
-    # The checks and the raw-pixel preprocessing are TensorFlow ops around the
-    # endpoints as exported (under JAX, jax2tf conversions, which cannot hold
-    # them): the endpoints are written, reloaded and wrapped.
-    with tempfile.TemporaryDirectory() as scratch:
+    scratch = tempfile.mkdtemp()
+    try:
         archive.write_out(scratch, verbose=False)
-        exported = tf.saved_model.load(scratch)
-        served = {}
-        for name in names:
-            served.update(
-                serving_functions(
-                    name,
-                    getattr(exported, name),
-                    available[name].input_specs(backbone, sequence_length),
-                )
-            )
-        module = tf.Module()
-        module.exported = exported
-        tf.saved_model.save(
-            module,
-            path,
-            signatures={**served, "serving_default": served[default_signature]},
-        )
-    if verbose:
-        for name, function in served.items():
-            inputs = function.structured_input_signature[0][0]
-            print(
-                f"{name}: {', '.join(f'{k} {v.dtype.name} {v.shape}' for k, v in inputs.items())}"
-            )
-    return list(served)
+        return tf.saved_model.load(scratch)
+    finally:
+        shutil.rmtree(scratch)
 
 
 def _endpoint(signature, model):

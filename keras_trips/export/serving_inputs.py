@@ -25,7 +25,7 @@ _MARGIN = 0.5
 
 
 def serving_functions(name, model_function, input_specs):
-    """The served concrete functions of one exported signature.
+    """The served `tf.function`s of one exported signature.
 
     Args:
         name: str. The signature's name.
@@ -60,7 +60,7 @@ def serving_functions(name, model_function, input_specs):
 
 
 def _serving_function(model_function, input_specs, image_input, prepare_images):
-    """A concrete function of the named inputs: checks the batch sizes,
+    """A traced `tf.function` of the named inputs: checks the batch sizes,
     prepares the images (`prepare_images(images) -> (images, checks)`), then
     runs `model_function`."""
     import tensorflow as tf
@@ -83,7 +83,8 @@ def _serving_function(model_function, input_specs, image_input, prepare_images):
             model_inputs = {key: tf.identity(x) for key, x in model_inputs.items()}
         return model_function(model_inputs)
 
-    return serve.get_concrete_function()
+    serve.get_concrete_function()  # traced: ExportArchive takes it as it is
+    return serve
 
 
 def _batch_size_checks(inputs):
