@@ -120,7 +120,7 @@ def test_coco_captions(image_dir):
         + [{"image_id": 0, "caption": "another"}, {"image_id": 99, "caption": "x"}],
     }
     path = write_json(image_dir / "coco.json", coco)
-    with pytest.warns(UserWarning, match="Skipped 1 of 7"):
+    with pytest.warns(UserWarning, match="Skipped 1 of 15"):
         dataset = data.coco_captions_dataset(path, captions="all", **READ)
     assert count_examples(dataset) == 7
 

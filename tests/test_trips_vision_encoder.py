@@ -238,7 +238,7 @@ def test_bad_config(overrides, message):
 def test_bad_inputs():
     encoder = tiny_encoder()
     inputs = tiny_inputs()
-    with pytest.raises(ValueError, match="images of shape"):
+    with pytest.raises(ValueError, match="images` of shape"):
         encoder({**inputs, "images": inputs["images"][:, :16]})
     with pytest.raises(ValueError, match="text \\[CLS\\] width must equal"):
         encoder({**inputs, "text_embedding": np.zeros((2, 8), "float32")})

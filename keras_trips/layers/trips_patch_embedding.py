@@ -3,6 +3,8 @@ import math
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import check_tensor
+
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSPatchEmbedding(keras.layers.Layer):
@@ -75,6 +77,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
         )
 
     def call(self, images):
+        check_tensor(images, "images", ("batch", *self.image_shape), "float")
         patches = self.projection(images)
         patches = ops.reshape(patches, (-1, self.num_patches, self.hidden_dim))
         batch = ops.shape(patches)[0]

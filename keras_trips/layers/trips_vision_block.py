@@ -1,7 +1,11 @@
 import keras
 from keras import ops
 
-from keras_trips.layers.trips_patch_selection import TRIPSPatchSelection
+from keras_trips.layers.input_checks import check_batch_sizes, check_tensor
+from keras_trips.layers.trips_patch_selection import (
+    TRIPSPatchSelection,
+    validate_keep_rate,
+)
 
 GUIDANCE_MODES = ("text", "image", "text+image", "random")
 
@@ -168,6 +172,7 @@ class TRIPSVisionBlock(keras.layers.Layer):
         keep_rate=None,
         training=None,
     ):
+        self._check_inputs(tokens, text_embedding, keep_rate)
         normed = self.attention_norm(tokens)
         query = self.query_dense(normed)
         keys = self.key_dense(normed)
@@ -192,6 +197,16 @@ class TRIPSVisionBlock(keras.layers.Layer):
         hidden = self.mlp_intermediate(self.mlp_norm(x))
         x = x + self.dropout_layer(self.mlp_output(hidden), training=training)
         return x, indices, scores
+
+    def _check_inputs(self, tokens, text_embedding, keep_rate):
+        check_tensor(tokens, "tokens", ("batch", "length", self.hidden_dim), "float")
+        if text_embedding is not None:
+            check_tensor(
+                text_embedding, "text_embedding", ("batch", self.hidden_dim), "float"
+            )
+            check_batch_sizes(tokens=tokens.shape, text_embedding=text_embedding.shape)
+        if keep_rate is not None:
+            validate_keep_rate(keep_rate)
 
     def get_config(self):
         config = super().get_config()

@@ -1,6 +1,11 @@
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import (
+    check_batch_sizes,
+    check_keys,
+    check_tensor,
+)
 from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
@@ -218,11 +223,29 @@ class TRIPSBackbone(keras.Model):
 
     def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
         """Fusion states `(B, L, D)`: text attending to the image tokens."""
+        width = self.hidden_dim
+        check_tensor(
+            text_sequence, "text_sequence", ("batch", "length", width), "float"
+        )
+        check_tensor(
+            image_sequence, "image_sequence", ("batch", "tokens", width), "float"
+        )
+        check_batch_sizes(
+            text_sequence=text_sequence,
+            image_sequence=image_sequence,
+            padding_mask=padding_mask,
+        )
         return self.fusion_encoder(
             text_sequence, image_sequence, padding_mask=padding_mask, training=training
         )
 
     def call(self, inputs, keep_rate=None, training=None):
+        check_keys(inputs, "inputs", ("images", "token_ids"), ("padding_mask",))
+        check_batch_sizes(
+            images=inputs["images"],
+            token_ids=inputs["token_ids"],
+            padding_mask=inputs.get("padding_mask"),
+        )
         padding_mask = inputs.get("padding_mask")
         if padding_mask is None:
             padding_mask = ops.not_equal(inputs["token_ids"], 0)

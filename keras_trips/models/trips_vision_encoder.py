@@ -1,6 +1,11 @@
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import (
+    check_batch_sizes,
+    check_dtype,
+    check_keys,
+)
 from keras_trips.layers.trips_patch_embedding import TRIPSPatchEmbedding
 from keras_trips.layers.trips_patch_selection import validate_keep_rate
 from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlock
@@ -199,10 +204,14 @@ class TRIPSVisionEncoder(keras.Model):
     def _validate(self, images, text_embedding):
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}). "
+                "Expected `images` of shape "
+                f"(batch, {', '.join(map(str, self.image_shape))}). "
                 f"Received shape: {tuple(images.shape)}"
             )
-        if text_embedding is not None and (
+        check_dtype(images, "images", "float")
+        if text_embedding is None:
+            return
+        if (
             len(text_embedding.shape) != 2
             or text_embedding.shape[-1] != self.hidden_dim
         ):
@@ -211,9 +220,12 @@ class TRIPSVisionEncoder(keras.Model):
                 "text [CLS] width must equal the vision width (hidden_dim). "
                 f"Received shape: {tuple(text_embedding.shape)}"
             )
+        check_dtype(text_embedding, "text_embedding", "float")
+        check_batch_sizes(images=images.shape, text_embedding=text_embedding.shape)
 
     def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
         if isinstance(inputs, dict):
+            check_keys(inputs, "inputs", ("images",), ("text_embedding",))
             images, text_embedding = inputs["images"], inputs.get("text_embedding")
         else:
             images, text_embedding = inputs, None

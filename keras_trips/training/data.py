@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_trips import data
 from keras_trips.data.captions import read_albef_json, read_coco_captions
+from keras_trips.data.pipeline import build_dataset
 from keras_trips.datasets import scenes
 from keras_trips.training.training_config import TrainingConfigError
 
@@ -137,32 +138,55 @@ def resumable_stream(dataset_fn, start_step):
 def caption_eval_data(annotation_file, image_root, sequence_length, image_size):
     """A retrieval gallery: every image once, every caption once, in order.
 
+    Rows whose image is missing or does not decode are skipped (and
+    reported) when the file is read. Images come back through the pipeline
+    with their row's id and are placed by it, never by position.
+
     Returns:
         dict: `"images"` `(N, H, W, 3)`, `"token_ids"`, `"padding_mask"`
         `(M, L)` numpy arrays and `"text_to_image"` `(M,)`, the image of
         each caption.
     """
     rows = read_albef_json(annotation_file, image_root)
-    dataset = data.albef_json_dataset(
-        annotation_file,
-        image_root,
-        preprocessor=data.TRIPSTextPreprocessor(
-            sequence_length=min(SEQUENCE_LENGTH, sequence_length)
-        ),
+    dataset = build_dataset(
+        {
+            "image": [row["image"] for row in rows],
+            "example_id": list(range(len(rows))),
+        },
+        preprocessor=None,
         batch_size=256,
         image_size=image_size,
-        training=False,
-        captions="all",
+        shuffle=False,
         drop_remainder=False,
+        source=annotation_file,
     )
-    batches = list(dataset.as_numpy_iterator())
-    features = {
-        key: np.concatenate([batch[key] for batch in batches])
-        for key in ("images", "token_ids", "padding_mask")
+    images = np.zeros((len(rows), image_size, image_size, 3), "float32")
+    placed = np.zeros(len(rows), bool)
+    for batch in dataset.as_numpy_iterator():
+        images[batch["example_id"]] = batch["images"]
+        placed[batch["example_id"]] = True
+    if not placed.all():
+        missing = np.flatnonzero(~placed)
+        raise RuntimeError(
+            f"The gallery of {annotation_file} lost {missing.size} of its "
+            f"{len(rows)} images in the input pipeline (rows "
+            f"{[rows[i]['row_id'] for i in missing[:5]]})."
+        )
+    preprocessor = data.TRIPSTextPreprocessor(
+        sequence_length=min(SEQUENCE_LENGTH, sequence_length)
+    )
+    captions = [caption for row in rows for caption in row["captions"]]
+    text = list(
+        tf.data.Dataset.from_tensor_slices(captions)
+        .batch(256)
+        .map(preprocessor)
+        .as_numpy_iterator()
+    )
+    return {
+        "images": images,
+        "token_ids": np.concatenate([batch["token_ids"] for batch in text]),
+        "padding_mask": np.concatenate([batch["padding_mask"] for batch in text]),
+        "text_to_image": np.repeat(
+            np.arange(len(rows)), [len(row["captions"]) for row in rows]
+        ),
     }
-    counts = [len(row["captions"]) for row in rows]
-    # The dataset repeats each image once per caption; keep its first copy.
-    first_caption = np.cumsum([0, *counts[:-1]])
-    features["images"] = features["images"][first_caption]
-    features["text_to_image"] = np.repeat(np.arange(len(rows)), counts)
-    return features

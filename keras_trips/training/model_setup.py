@@ -2,10 +2,9 @@
 
 import os
 
-import keras
-
 from keras_trips.models.trips_backbone import TRIPSBackbone
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
+from keras_trips.utils.saving import load_model
 
 
 def build_pretrainer(config, total_steps, init_from=None):
@@ -28,7 +27,7 @@ def build_pretrainer(config, total_steps, init_from=None):
     if init_from is None:
         pretrainer = TRIPSPretrainer(TRIPSBackbone(**config.backbone_config), **task)
     else:
-        loaded = keras.saving.load_model(init_from, compile=False)
+        loaded = load_model(init_from, compile=False)
         pretrainer = (
             loaded
             if isinstance(loaded, TRIPSPretrainer)
