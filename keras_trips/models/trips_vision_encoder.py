@@ -4,6 +4,10 @@ from keras import ops
 from keras_trips.layers.trips_patch_embedding import TRIPSPatchEmbedding
 from keras_trips.layers.trips_patch_selection import validate_keep_rate
 from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlock
+from keras_trips.models.selection_provenance import (
+    initial_provenance,
+    scores_on_patches,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -213,6 +217,38 @@ class TRIPSVisionEncoder(keras.Model):
             )
 
     def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
+        tokens, provenance, _ = self._encode(
+            inputs, keep_rate, self.guidance, return_provenance, training
+        )
+        if return_provenance:
+            return tokens, provenance
+        return tokens
+
+    def selection_trace(self, inputs, keep_rate=None, guidance=None):
+        """What each selection stage did, for pictures and analysis.
+
+        Args:
+            inputs: as for `call`.
+            keep_rate: overrides the keep rate(s).
+            guidance: overrides the guidance mode.
+
+        Returns:
+            A list with one dict per stage that selects: `"block"` (its
+            index), `"keep_rate"`, `"provenance"` `(B, T, num_patches)` after
+            the stage (as `call(..., return_provenance=True)` gives after the
+            last) and `"scores"` `(B, num_patches)`, the stage's scores on the
+            original patches (`selection_provenance.scores_on_patches`).
+        """
+        guidance = self.guidance if guidance is None else guidance
+        if guidance not in GUIDANCE_MODES:
+            raise ValueError(
+                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
+            )
+        return self._encode(inputs, keep_rate, guidance, True, False)[2]
+
+    def _encode(self, inputs, keep_rate, guidance, track, training):
+        """Returns `(tokens, provenance, stages)`; the last two only with
+        `track` (else `None` and `[]`)."""
         if isinstance(inputs, dict):
             images, text_embedding = inputs["images"], inputs.get("text_embedding")
         else:
@@ -225,27 +261,30 @@ class TRIPSVisionEncoder(keras.Model):
         if self.embedding_norm is not None:
             tokens = self.embedding_norm(tokens)
         provenance = None
-        if return_provenance:
-            batch = ops.shape(tokens)[0]
-            identity = ops.concatenate(
-                [ops.zeros((1, self.num_patches)), ops.eye(self.num_patches)], axis=0
-            )
-            provenance = ops.broadcast_to(identity, (batch, *identity.shape))
+        stages = []
+        if track:
+            provenance = initial_provenance(ops.shape(tokens)[0], 1, self.num_patches)
         for i, block in enumerate(self.blocks):
             tokens, indices, scores = block(
                 tokens,
                 text_embedding=text_embedding,
-                guidance=self.guidance,
+                guidance=guidance,
                 keep_rate=rates.get(i),
                 training=training,
             )
-            if return_provenance and indices is not None:
+            if track and indices is not None:
+                patch_scores = scores_on_patches(scores, provenance, 1)
                 # The same keep-and-fuse applied to the provenance rows.
                 provenance, _ = block.selection.select(provenance, scores, rates[i])
-        tokens = self.output_norm(tokens)
-        if return_provenance:
-            return tokens, provenance
-        return tokens
+                stages.append(
+                    {
+                        "block": i,
+                        "keep_rate": rates[i],
+                        "provenance": provenance,
+                        "scores": patch_scores,
+                    }
+                )
+        return self.output_norm(tokens), provenance, stages
 
     def get_config(self):
         config = super().get_config()
