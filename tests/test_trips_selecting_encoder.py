@@ -65,8 +65,10 @@ def randomize(model):
         # DINOv2 saves `position_embeddings` and derives the interpolated copy
         # from them when loading; here both have the image's grid.
         embeddings = model.embeddings
+        # A copy: under JAX, one array in two variables is a buffer that
+        # a compiled train step would donate twice.
         embeddings.interpolated_position_embeddings.assign(
-            embeddings.position_embeddings
+            ops.convert_to_numpy(embeddings.position_embeddings)
         )
 
 

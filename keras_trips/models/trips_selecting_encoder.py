@@ -3,20 +3,17 @@ import warnings
 import keras
 from keras import ops
 
-from keras_trips.layers.trips_patch_selection import (
-    TRIPSPatchSelection,
-    validate_keep_rate,
-)
-from keras_trips.layers.trips_vision_block import GUIDANCE_MODES
+from keras_trips.layers.trips_patch_selection import TRIPSPatchSelection
 from keras_trips.models.keras_hub_layouts import layout_of
-from keras_trips.models.selection_provenance import (
-    initial_provenance,
-    scores_on_patches,
+from keras_trips.models.selection_provenance import initial_provenance
+from keras_trips.models.trips_selection_stages import (
+    TRIPSSelectionStages,
+    validate_selection,
 )
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
-class TRIPSSelectingEncoder(keras.Model):
+class TRIPSSelectingEncoder(TRIPSSelectionStages, keras.Model):
     """A keras-hub vision encoder run with TRIPS patch selection.
 
     Runs the layers of `encoder` (the same layer objects: weights are shared,
@@ -87,19 +84,7 @@ class TRIPSSelectingEncoder(keras.Model):
         layout = layout_of(encoder)
         super().__init__(dtype=encoder.dtype_policy, **kwargs)
         num_blocks = len(layout.blocks(encoder))
-        selection_layers = tuple(sorted(int(i) for i in selection_layers))
-        for index in selection_layers:
-            if not 0 <= index < num_blocks:
-                raise ValueError(
-                    f"`selection_layers` index {index} is out of range for an "
-                    f"encoder of {num_blocks} blocks (valid: 0 to {num_blocks - 1})."
-                )
-        if len(set(selection_layers)) != len(selection_layers):
-            raise ValueError(f"`selection_layers` repeats a block: {selection_layers}")
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(
-                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
-            )
+        selection_layers = validate_selection(selection_layers, num_blocks, guidance)
 
         # === Config ===
         self.layout = layout
@@ -132,23 +117,6 @@ class TRIPSSelectingEncoder(keras.Model):
     @property
     def blocks(self):
         return self.layout.blocks(self.encoder)
-
-    def _stage_rates(self, keep_rate):
-        """One validated keep rate per selection layer, as a tuple."""
-        if isinstance(keep_rate, (list, tuple)):
-            if len(keep_rate) != len(self.selection_layers):
-                raise ValueError(
-                    f"Got {len(keep_rate)} keep rates for "
-                    f"{len(self.selection_layers)} selection layers "
-                    f"{self.selection_layers}: {keep_rate}"
-                )
-            return tuple(validate_keep_rate(rate) for rate in keep_rate)
-        return (validate_keep_rate(keep_rate),) * len(self.selection_layers)
-
-    def set_keep_rate(self, keep_rate):
-        """Changes the default keep rate(s); compiled functions of a model that
-        holds this one must be rebuilt (token counts are static shapes)."""
-        self.keep_rate = self._stage_rates(keep_rate)
 
     def sequence_lengths(self, keep_rate=None):
         """Tokens entering each block and leaving the last one."""
@@ -305,53 +273,22 @@ class TRIPSSelectingEncoder(keras.Model):
                     training,
                 )
                 if track and scores is not None:
-                    patch_scores = scores_on_patches(
-                        scores, provenance, self.num_prefix_tokens
-                    )
-                    provenance, _ = self._select(
+                    selected, _ = self._select(
                         self.selections[index], provenance, scores, rates[index]
                     )
-                    stages.append(
-                        {
-                            "block": index,
-                            "keep_rate": rates[index],
-                            "provenance": provenance,
-                            "scores": patch_scores,
-                        }
+                    provenance = self._traced(
+                        stages,
+                        index,
+                        rates[index],
+                        scores,
+                        provenance,
+                        selected,
+                        num_prefix=self.num_prefix_tokens,
                     )
             if index == intermediate_block:
                 intermediate = tokens
         outputs = self.layout.head(self.encoder, tokens, training, intermediate)
         return outputs, provenance, stages
-
-    def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
-        outputs, provenance, _ = self._encode(
-            inputs, keep_rate, self.guidance, return_provenance, training
-        )
-        if return_provenance:
-            return outputs, provenance
-        return outputs
-
-    def selection_trace(self, inputs, keep_rate=None, guidance=None):
-        """What each selection stage did, for pictures and analysis.
-
-        Args:
-            inputs: as for `call`.
-            keep_rate: overrides the keep rate(s).
-            guidance: overrides the guidance mode.
-
-        Returns:
-            A list with one dict per stage that selects: `"block"` (its
-            index), `"keep_rate"`, `"provenance"` `(B, T, N)` after the stage
-            and `"scores"` `(B, N)`, the stage's scores on the original
-            patches (see `selection_provenance.scores_on_patches`).
-        """
-        guidance = self.guidance if guidance is None else guidance
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(
-                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
-            )
-        return self._encode(inputs, keep_rate, guidance, True, False)[2]
 
     def get_config(self):
         config = super().get_config()

@@ -2,16 +2,16 @@ import keras
 from keras import ops
 
 from keras_trips.layers.trips_patch_embedding import TRIPSPatchEmbedding
-from keras_trips.layers.trips_patch_selection import validate_keep_rate
-from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlock
-from keras_trips.models.selection_provenance import (
-    initial_provenance,
-    scores_on_patches,
+from keras_trips.layers.trips_vision_block import TRIPSVisionBlock
+from keras_trips.models.selection_provenance import initial_provenance
+from keras_trips.models.trips_selection_stages import (
+    TRIPSSelectionStages,
+    validate_selection,
 )
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
-class TRIPSVisionEncoder(keras.Model):
+class TRIPSVisionEncoder(TRIPSSelectionStages, keras.Model):
     """A ViT whose blocks select text-relevant patches (TRIPS, SPEC §1-2).
 
     A pre-LN ViT with a [CLS] token and learned position embeddings. In the
@@ -87,19 +87,7 @@ class TRIPSVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(dtype=dtype, **kwargs)
-        selection_layers = tuple(int(i) for i in selection_layers)
-        for index in selection_layers:
-            if not 0 <= index < num_layers:
-                raise ValueError(
-                    f"Selection layer index {index} is out of range for "
-                    f"num_layers={num_layers} (valid: 0 to {num_layers - 1})."
-                )
-        if len(set(selection_layers)) != len(selection_layers):
-            raise ValueError(f"`selection_layers` repeats a block: {selection_layers}")
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(
-                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
-            )
+        selection_layers = validate_selection(selection_layers, num_layers, guidance)
 
         # === Config ===
         self.image_shape = tuple(image_shape)
@@ -108,7 +96,7 @@ class TRIPSVisionEncoder(keras.Model):
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.mlp_dim = mlp_dim
-        self.selection_layers = tuple(sorted(selection_layers))
+        self.selection_layers = selection_layers
         self.keep_rate = self._stage_rates(keep_rate)
         self.fuse_inattentive = fuse_inattentive
         self.guidance = guidance
@@ -168,26 +156,6 @@ class TRIPSVisionEncoder(keras.Model):
     def num_patches(self):
         return self.patch_embedding.num_patches
 
-    def _stage_rates(self, keep_rate):
-        """One validated keep rate per selection layer, as a tuple."""
-        if isinstance(keep_rate, (list, tuple)):
-            if len(keep_rate) != len(self.selection_layers):
-                raise ValueError(
-                    f"Got {len(keep_rate)} keep rates for "
-                    f"{len(self.selection_layers)} selection layers "
-                    f"{self.selection_layers}: {keep_rate}"
-                )
-            return tuple(validate_keep_rate(rate) for rate in keep_rate)
-        return (validate_keep_rate(keep_rate),) * len(self.selection_layers)
-
-    def set_keep_rate(self, keep_rate):
-        """Changes the keep rate(s) used by default; no weights change.
-
-        Compiled `fit`/`predict` functions of a model that holds this encoder
-        must be rebuilt afterwards (the token counts are static shapes).
-        """
-        self.keep_rate = self._stage_rates(keep_rate)
-
     def sequence_lengths(self, keep_rate=None):
         """Tokens (with [CLS]) entering each block and leaving the last one."""
         rates = self.keep_rate if keep_rate is None else self._stage_rates(keep_rate)
@@ -216,36 +184,6 @@ class TRIPSVisionEncoder(keras.Model):
                 f"Received shape: {tuple(text_embedding.shape)}"
             )
 
-    def call(self, inputs, keep_rate=None, return_provenance=False, training=None):
-        tokens, provenance, _ = self._encode(
-            inputs, keep_rate, self.guidance, return_provenance, training
-        )
-        if return_provenance:
-            return tokens, provenance
-        return tokens
-
-    def selection_trace(self, inputs, keep_rate=None, guidance=None):
-        """What each selection stage did, for pictures and analysis.
-
-        Args:
-            inputs: as for `call`.
-            keep_rate: overrides the keep rate(s).
-            guidance: overrides the guidance mode.
-
-        Returns:
-            A list with one dict per stage that selects: `"block"` (its
-            index), `"keep_rate"`, `"provenance"` `(B, T, num_patches)` after
-            the stage (as `call(..., return_provenance=True)` gives after the
-            last) and `"scores"` `(B, num_patches)`, the stage's scores on the
-            original patches (`selection_provenance.scores_on_patches`).
-        """
-        guidance = self.guidance if guidance is None else guidance
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(
-                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
-            )
-        return self._encode(inputs, keep_rate, guidance, True, False)[2]
-
     def _encode(self, inputs, keep_rate, guidance, track, training):
         """Returns `(tokens, provenance, stages)`; the last two only with
         `track` (else `None` and `[]`)."""
@@ -273,16 +211,10 @@ class TRIPSVisionEncoder(keras.Model):
                 training=training,
             )
             if track and indices is not None:
-                patch_scores = scores_on_patches(scores, provenance, 1)
                 # The same keep-and-fuse applied to the provenance rows.
-                provenance, _ = block.selection.select(provenance, scores, rates[i])
-                stages.append(
-                    {
-                        "block": i,
-                        "keep_rate": rates[i],
-                        "provenance": provenance,
-                        "scores": patch_scores,
-                    }
+                selected, _ = block.selection.select(provenance, scores, rates[i])
+                provenance = self._traced(
+                    stages, i, rates[i], scores, provenance, selected, num_prefix=1
                 )
         return self.output_norm(tokens), provenance, stages
 
