@@ -6,14 +6,18 @@ selection and with text-guided selection, and keras-hub's `ViTBackbone` of
 the same size. `--task pretraining` times the whole pre-training step of the
 "base" `TRIPSPretrainer` (ViT-B/16 + BERT-base 6+6; ITC, ITM with hard
 negatives, MLM, momentum model and queues; forward, backward and AdamW
-update). Both run on the current Keras backend and compare the measured
-speedups with the FLOPs-predicted ones.
+update). `--task keras_hub` times keras-hub's own CLIP and SigLIP ViT-B/16
+vision encoders against `with_patch_selection` of them at keep rates 1.0,
+0.7 and 0.5, forward (`keras_trips.utils.keras_hub_benchmark`). All run on
+the current Keras backend and compare the measured speedups with the
+FLOPs-predicted ones.
 
     KERAS_BACKEND=jax python tools/benchmark.py
     KERAS_BACKEND=torch python tools/benchmark.py --steps 3 --skip-train
     KERAS_BACKEND=jax python tools/benchmark.py --task pretraining --steps 3
     python tools/benchmark.py --tiny --steps 1   # smoke test
     python tools/benchmark.py --task pretraining --tiny --steps 1
+    KERAS_BACKEND=jax python tools/benchmark.py --task keras_hub --steps 3
 """
 
 import argparse
@@ -26,10 +30,10 @@ import sys
 import keras
 
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
-from keras_trips.utils import benchmarking, xla
+from keras_trips.utils import benchmarking, keras_hub_benchmark, xla
 from keras_trips.utils.flops import vision_encoder_flops
 
-TASKS = ("vision", "pretraining")
+TASKS = ("vision", "pretraining", "keras_hub")
 # name -> keep rate at the selection layers (None: no selection).
 TRIPS_CONFIGS = {"none": None, "keep0.7": 0.7, "keep0.5": 0.5}
 KERAS_HUB = "keras_hub"
@@ -62,7 +66,8 @@ def parse_args(argv=None):
         choices=TASKS,
         default="vision",
         help="vision: the vision encoder alone; pretraining: the whole "
-        "TRIPSPretrainer training step of the base model",
+        "TRIPSPretrainer training step of the base model; keras_hub: keras-hub's "
+        "CLIP and SigLIP vision encoders with and without selection (forward)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds")
@@ -437,10 +442,33 @@ def format_pretraining_table(report):
     return "\n".join(lines)
 
 
+def run_keras_hub(args):
+    load_before = os.getloadavg()
+    jit_compile = jit_compile_setting(args.jit_compile)
+    results = keras_hub_benchmark.benchmark_keras_hub_encoders(
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        selection_layers=args.selection_layers,
+        jit_compile=jit_compile,
+        tiny=args.tiny,
+    )
+    return {
+        **environment(args, jit_compile, load_before),
+        "selection_layers": list(args.selection_layers),
+        "guidance": "text (random text_embedding of the encoder's width)",
+        "results": results,
+    }
+
+
 def main(argv=None):
     args = parse_args(argv)
     xla.configure_tensorflow_xla()
-    if args.task == "pretraining":
+    if args.task == "keras_hub":
+        report = run_keras_hub(args)
+        print(keras_hub_benchmark.format_keras_hub_table(report["results"]))
+    elif args.task == "pretraining":
         report = run_pretraining(args)
         print(format_pretraining_table(report))
     else:

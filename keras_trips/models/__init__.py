@@ -4,4 +4,8 @@ from keras_trips.models.legacy_pretrainer import convert_legacy_pretrainer
 from keras_trips.models.trips_backbone import TRIPSBackbone
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
+from keras_trips.models.trips_selecting_encoder import (
+    TRIPSSelectingEncoder,
+    with_patch_selection,
+)
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
