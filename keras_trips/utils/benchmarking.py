@@ -57,7 +57,7 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved_timings(functions, steps, warmup=1):
+def interleaved_timings(functions, steps, warmup=1, alternate=False):
     """Times several functions in interleaved rounds.
 
     Args:
@@ -65,6 +65,10 @@ def interleaved_timings(functions, steps, warmup=1):
             its result is ready, e.g. return host values).
         steps: number of timed rounds.
         warmup: untimed rounds after the first (compiling) call.
+        alternate: whether every other round runs the functions in reverse
+            order (A B C C B A ...), so that no function always follows the
+            same one: on eager backends a call pays for the memory that the
+            previous one returned to the system.
 
     Returns:
         dict name -> `{"first_call_s": float, "times_s": [steps floats]}`.
@@ -78,9 +82,11 @@ def interleaved_timings(functions, steps, warmup=1):
     for _ in range(warmup):
         for fn in functions.values():
             fn()
-    for _ in range(steps):
-        for name, fn in functions.items():
-            results[name]["times_s"].append(timed(fn))
+    names = list(functions)
+    for step in range(steps):
+        order = names[::-1] if alternate and step % 2 else names
+        for name in order:
+            results[name]["times_s"].append(timed(functions[name]))
     return results
 
 
