@@ -4,13 +4,12 @@ from keras import ops
 
 from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
+from keras_trips.models.default_optimizer import default_optimizer
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
 from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
-# Variables that AdamW's weight decay leaves alone, by name.
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "temperature", "class_token", "position"]
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -88,7 +87,7 @@ class TRIPSPretrainer(keras.Model):
         )
         if use_momentum:
             self._build_momentum_model(embedding_dim, queue_size)
-        # Every weight exists now; exporting (ExportArchive.track) needs it said.
+        # Every weight exists now: loading and exporting need it said.
         self.built = True
 
         # === Config ===
@@ -466,20 +465,13 @@ class TRIPSPretrainer(keras.Model):
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
-            schedule = learning_rate
-            if total_steps is not None:
-                schedule = keras.optimizers.schedules.CosineDecay(
-                    initial_learning_rate=0.0 if warmup_steps else learning_rate,
-                    decay_steps=max(1, total_steps - warmup_steps),
-                    warmup_target=learning_rate if warmup_steps else None,
-                    warmup_steps=warmup_steps,
-                )
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=schedule,
-                weight_decay=weight_decay,
-                gradient_accumulation_steps=gradient_accumulation_steps,
+            optimizer = default_optimizer(
+                learning_rate,
+                weight_decay,
+                warmup_steps,
+                total_steps,
+                gradient_accumulation_steps,
             )
-            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         super().compile(optimizer=optimizer, **kwargs)
 
     def save_own_variables(self, store):
