@@ -207,6 +207,7 @@ def run(task, args, make_task, task_class, generation=None):
             data["train"],
             epochs=math.ceil(args.steps / args.log_every),
             steps_per_epoch=min(args.log_every, args.steps),
+            shuffle=False,
         )
         seconds = time.perf_counter() - started
     model_path = os.path.join(args.output_dir, f"{task}.keras")

@@ -186,9 +186,7 @@ class TRIPSCaptioner(TRIPSTask):
                 f"decoder: at most {self.sequence_length - len(self.prompt_token_ids) + 1} "
                 "(the backbone's max_sequence_length)."
             )
-        padding_mask = inputs.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(token_ids, 0)
+        padding_mask = self.padding_mask(inputs)
         image = self.prompt_image_tokens(inputs["images"], keep_rate, training)
         decoder_ids, decoder_mask = self.decoder_input(token_ids, padding_mask)
         x = self.embed(decoder_ids, training=training)
@@ -205,10 +203,7 @@ class TRIPSCaptioner(TRIPSTask):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         targets = x["token_ids"][:, 1:]
-        padding_mask = x.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(x["token_ids"], 0)
-        weights = ops.cast(padding_mask[:, 1:], "float32")
+        weights = ops.cast(self.padding_mask(x)[:, 1:], "float32")
         loss = keras.losses.sparse_categorical_crossentropy(
             targets, y_pred, from_logits=True
         )
@@ -219,19 +214,12 @@ class TRIPSCaptioner(TRIPSTask):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         targets = ops.cast(x["token_ids"][:, 1:], "int32")
-        padding_mask = x.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(x["token_ids"], 0)
-        weights = ops.cast(padding_mask[:, 1:], "float32")
+        weights = ops.cast(self.padding_mask(x)[:, 1:], "float32")
         predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         correct = ops.cast(predicted == targets, "float32")
         self.loss_tracker.update_state(self.compute_loss(x, y, y_pred))
         self.accuracy_tracker.update_state(correct, sample_weight=weights)
         return self.get_metrics_result()
-
-    def compile(self, learning_rate=1e-4, **kwargs):
-        """As `TRIPSTask.compile`; the loss is the model's own."""
-        super().compile(learning_rate=learning_rate, **kwargs)
 
     # === Generation ===
 

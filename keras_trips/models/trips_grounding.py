@@ -71,9 +71,7 @@ class TRIPSGrounding(TRIPSTask):
         selection stage, its fusion weight for one fused into the extra
         token), from the vision encoder's provenance map."""
         token_ids = inputs["token_ids"]
-        padding_mask = inputs.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(token_ids, 0)
+        padding_mask = self.padding_mask(inputs)
         text = self.backbone.encode_text(token_ids, padding_mask)
         vision_encoder = self.backbone.vision_encoder
         _, provenance = vision_encoder(
@@ -104,16 +102,13 @@ class TRIPSGrounding(TRIPSTask):
         y1, y2 = extent(ops.cast(ops.any(hot, axis=2), "int32"), grid_height)
         return ops.stack([x1, y1, x2, y2], axis=-1)
 
-    def compile(self, loss="auto", metrics="auto", learning_rate=1e-4, **kwargs):
-        """As `TRIPSTask.compile`; by default L1 + GIoU and the accuracy at
-        IoU >= 0.5."""
-        if loss == "auto":
-            loss = BoxRegressionLoss()
-        if metrics == "auto":
-            metrics = [IoUAccuracy(0.5, name="accuracy_iou_0.5")]
-        super().compile(
-            loss=loss, metrics=metrics, learning_rate=learning_rate, **kwargs
-        )
+    def default_loss(self):
+        """L1 + GIoU."""
+        return BoxRegressionLoss()
+
+    def default_metrics(self):
+        """Accuracy at IoU >= 0.5."""
+        return [IoUAccuracy(0.5, name="accuracy_iou_0.5")]
 
     def get_config(self):
         config = super().get_config()

@@ -60,9 +60,7 @@ class TRIPSNLVR2(TRIPSTask):
                 f"{tuple(images.shape)}"
             )
         token_ids = inputs["token_ids"]
-        padding_mask = inputs.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(token_ids, 0)
+        padding_mask = self.padding_mask(inputs)
         backbone = self.backbone
         text = backbone.encode_text(token_ids, padding_mask, training=training)
         # Left images, then right images: one vision and one fusion pass.
@@ -81,15 +79,13 @@ class TRIPSNLVR2(TRIPSTask):
         )
         return ops.cast(logits, "float32")
 
-    def compile(self, loss="auto", metrics="auto", learning_rate=1e-4, **kwargs):
-        """As `TRIPSTask.compile`; by default cross-entropy and accuracy."""
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        super().compile(
-            loss=loss, metrics=metrics, learning_rate=learning_rate, **kwargs
-        )
+    def default_loss(self):
+        """Cross-entropy over false/true."""
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def default_metrics(self):
+        """Accuracy."""
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def get_config(self):
         config = super().get_config()

@@ -46,6 +46,14 @@ class TRIPSTask(keras.Model):
             "fusion": fusion.shape[-1],
         }
 
+    @staticmethod
+    def padding_mask(inputs):
+        """`inputs["padding_mask"]`, by default the non-zero token ids."""
+        padding_mask = inputs.get("padding_mask")
+        if padding_mask is None:
+            return ops.not_equal(inputs["token_ids"], 0)
+        return padding_mask
+
     def encode(self, inputs, keep_rate=None, training=None):
         """Text states, image tokens guided by the text [CLS], fusion states.
 
@@ -53,9 +61,7 @@ class TRIPSTask(keras.Model):
         optionally `"padding_mask"` (default: the non-zero ids).
         """
         token_ids = inputs["token_ids"]
-        padding_mask = inputs.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(token_ids, 0)
+        padding_mask = self.padding_mask(inputs)
         text = self.backbone.encode_text(token_ids, padding_mask, training=training)
         image = self.backbone.encode_image(
             inputs["images"], text[:, 0], keep_rate=keep_rate, training=training
@@ -72,13 +78,23 @@ class TRIPSTask(keras.Model):
         self.backbone.vision_encoder.set_keep_rate(keep_rate)
         self.train_function = self.test_function = self.predict_function = None
 
+    def default_loss(self):
+        """The task's loss, for `compile(loss="auto")`."""
+        return None
+
+    def default_metrics(self):
+        """The task's metrics, for `compile(metrics="auto")`."""
+        return None
+
     def compile(
         self,
         optimizer="auto",
-        learning_rate=5e-5,
+        learning_rate=1e-4,
         weight_decay=0.02,
         warmup_steps=0,
         total_steps=None,
+        loss="auto",
+        metrics="auto",
         **kwargs,
     ):
         """Configures training.
@@ -91,15 +107,19 @@ class TRIPSTask(keras.Model):
             weight_decay: float. Of the `"auto"` optimizer.
             warmup_steps: int. Linear warm-up steps.
             total_steps: int or `None`. Length of the cosine schedule.
-            **kwargs: passed to `keras.Model.compile` (`loss`, `metrics`,
-                `jit_compile`, ...); subclasses default `loss` and `metrics`
-                to their task's.
+            loss: `"auto"` for the task's (`default_loss`), or any Keras loss.
+            metrics: `"auto"` for the task's (`default_metrics`), or a list.
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
             optimizer = default_optimizer(
                 learning_rate, weight_decay, warmup_steps, total_steps
             )
-        super().compile(optimizer=optimizer, **kwargs)
+        if loss == "auto":
+            loss = self.default_loss()
+        if metrics == "auto":
+            metrics = self.default_metrics()
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips a custom `compile()` on load; this one takes the saved

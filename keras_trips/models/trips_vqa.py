@@ -73,16 +73,13 @@ class TRIPSVQA(TRIPSTask):
         indices = keras.ops.convert_to_numpy(keras.ops.argmax(logits, axis=-1))
         return [self.answers[i] for i in indices]
 
-    def compile(self, loss="auto", metrics="auto", learning_rate=1e-4, **kwargs):
-        """As `TRIPSTask.compile`; by default binary cross-entropy on the soft
-        scores and the official VQA accuracy."""
-        if loss == "auto":
-            loss = keras.losses.BinaryCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [VQAAccuracy()]
-        super().compile(
-            loss=loss, metrics=metrics, learning_rate=learning_rate, **kwargs
-        )
+    def default_loss(self):
+        """Binary cross-entropy on the soft scores (the official setting)."""
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def default_metrics(self):
+        """The official VQA accuracy."""
+        return [VQAAccuracy()]
 
     def get_config(self):
         config = super().get_config()
