@@ -63,7 +63,8 @@ def task_datasets(
         image_size: int. sequence_length: int. Text length.
         num_scenes, num_eval_scenes, eval_split: the built-in scenes (train
             size, val/test size, the split evaluated).
-        seed: int. Shuffling and augmentation.
+        seed: int. Shuffling and augmentation of files (the scenes shuffle
+            with their reader's default).
 
     Returns:
         dict: `"train"` (endless, shuffled, augmented batches), `"eval"`
@@ -85,7 +86,10 @@ def task_datasets(
                 f"Data format {data_format!r} needs the {split} files {missing}."
             )
     preprocessor = data.TRIPSTextPreprocessor(sequence_length=sequence_length)
-    common = dict(preprocessor=preprocessor, image_size=image_size, seed=seed)
+    # The scenes' own `seed` is their generation's: shuffling keeps its default.
+    common = dict(preprocessor=preprocessor, image_size=image_size)
+    if data_format != "scenes":
+        common["seed"] = seed
     train_options = dict(batch_size=batch_size, training=True, **common)
     eval_options = dict(batch_size=eval_batch_size, training=False, **common)
     result = {}
