@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 from pretraining_utils import MICRO
-from test_recipes import load_recipe
+from test_recipes import RECIPES, load_recipe
 
 from keras_trips.models import TRIPSBackbone
 
@@ -18,6 +18,13 @@ METRICS = {
     "grounding": "accuracy_iou_0.5",
     "captioning": "CIDEr",
 }
+
+
+@pytest.fixture(autouse=True)
+def recipes_on_path(monkeypatch):
+    """The task recipes import their shared front, `task_finetuning`, as a
+    script's neighbour."""
+    monkeypatch.syspath_prepend(str(RECIPES))
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,10 @@ class TRIPSCaptioner(TRIPSTask):
         # Room for the prompt and the longest text of the backbone.
         sequence_length = len(prompt_token_ids) - 1 + backbone.max_sequence_length
 
+        # Captioning reads the text tower (for the prompt's guidance) and the
+        # vision tower, not the fusion encoder: no gradient reaches it.
+        backbone.fusion_encoder.trainable = False
+
         # === Layers ===
         self.token_embedding = backbone.token_embedding
         self.position_embedding = keras_hub.layers.PositionEmbedding(
