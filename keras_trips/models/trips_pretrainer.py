@@ -11,13 +11,12 @@ from keras_trips.losses.image_text_matching import (
     image_text_matching_loss,
 )
 from keras_trips.losses.masked_lm import masked_lm_loss
+from keras_trips.models.default_optimizer import default_optimizer
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel, masked_lm_head
 from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
-# Variables that AdamW's weight decay leaves alone, by name.
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "temperature", "class_token", "position"]
 # The first `.keras` layout kept the momentum model's layers and queues in
 # the pretrainer itself: its own variables were the temperature and these.
 LEGACY_MOMENTUM_VARIABLES = 3
@@ -365,20 +364,13 @@ class TRIPSPretrainer(keras.Model):
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
-            schedule = learning_rate
-            if total_steps is not None:
-                schedule = keras.optimizers.schedules.CosineDecay(
-                    initial_learning_rate=0.0 if warmup_steps else learning_rate,
-                    decay_steps=max(1, total_steps - warmup_steps),
-                    warmup_target=learning_rate if warmup_steps else None,
-                    warmup_steps=warmup_steps,
-                )
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=schedule,
-                weight_decay=weight_decay,
-                gradient_accumulation_steps=gradient_accumulation_steps,
+            optimizer = default_optimizer(
+                learning_rate,
+                weight_decay,
+                warmup_steps,
+                total_steps,
+                gradient_accumulation_steps,
             )
-            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         super().compile(optimizer=optimizer, **kwargs)
 
     def save_own_variables(self, store):
