@@ -2,7 +2,7 @@
 
 Trains the pre-training model on caption batches without MLM masking, from a
 saved `.keras` backbone or pretrainer if given, then evaluates retrieval as
-SPEC §4: text-free image embeddings shortlist k_test candidates, ITM on
+docs/method.md: text-free image embeddings shortlist k_test candidates, ITM on
 text-guided vision passes re-ranks them. The built-in scenes dataset's
 validation split is the default gallery.
 
@@ -13,6 +13,7 @@ validation split is the default gallery.
 import os
 
 import keras
+import training_options
 
 from keras_trips import training
 from keras_trips.metrics import RetrievalEvaluator
@@ -21,7 +22,7 @@ from keras_trips.utils import xla
 
 def main(argv=None):
     """Runs the recipe; returns the recall, timing and file paths."""
-    parser = training.training_parser(
+    parser = training_options.training_parser(
         __doc__.splitlines()[0], "runs/finetune_retrieval"
     )
     parser.set_defaults(epochs=2, learning_rate=1e-4, warmup_steps=0)
@@ -35,40 +36,39 @@ def main(argv=None):
         "--eval-annotations",
         help="ALBEF caption list of the gallery (default: the scenes split).",
     )
-    args = training.parse_training_arguments(parser, argv)
+    args, config = training_options.parse_training_options(parser, argv)
     xla.configure_tensorflow_xla()
     for option in ("init_from", "eval_annotations"):
         path = getattr(args, option)
         if path and not os.path.isfile(path):
             parser.error(f"--{option.replace('_', '-')}: no such file: {path}")
-    if args.data_format != "scenes" and not args.eval_annotations:
+    if config.data_format != "scenes" and not args.eval_annotations:
         parser.error("Data other than the scenes needs --eval-annotations.")
     if args.k_test < 1:
         parser.error("--k-test must be at least 1.")
-    keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
 
-    sequence_length = training.backbone_config(args)["max_sequence_length"]
-    dataset_fn = training.training_dataset_fn(args, sequence_length, masking=False)
-    steps_per_epoch, _, total_steps = training.training_schedule(
-        args, training.examples_per_pass(args, captions="all")
-    )
-    with training.distribution_scope(args.devices):
-        pretrainer = training.build_pretrainer(args, total_steps, args.init_from)
+    dataset_fn = training.training_dataset_fn(config, masking=False)
+    with training_options.option_errors(parser):
+        examples = training.examples_per_pass(config, captions="all")
+    steps_per_epoch, _, total_steps = training.training_schedule(config, examples)
+    os.makedirs(config.output_dir, exist_ok=True)
+    with training.distribution_scope(config.devices):
+        pretrainer = training.build_pretrainer(config, total_steps, args.init_from)
         timing = training.fit_resumable(
             pretrainer,
             dataset_fn,
             steps_per_epoch,
             total_steps,
-            training.training_callbacks(args, total_steps),
+            training.training_callbacks(config, total_steps),
         )
-        files = training.save_models(pretrainer, args.output_dir)
+        files = training.save_models(pretrainer, config.output_dir)
 
     gallery = training.caption_eval_data(
-        args.eval_annotations or training.eval_caption_file(args, args.eval_split),
-        args.image_root if args.eval_annotations else None,
-        sequence_length,
-        args.image_size,
+        args.eval_annotations or training.eval_caption_file(config, args.eval_split),
+        config.image_root if args.eval_annotations else None,
+        config.backbone_config["max_sequence_length"],
+        config.image_size,
     )
     recall = RetrievalEvaluator(pretrainer, k_test=args.k_test).evaluate(
         gallery["images"],
@@ -76,21 +76,21 @@ def main(argv=None):
         gallery["padding_mask"],
         gallery["text_to_image"],
     )
-    step_log = os.path.join(args.output_dir, "steps.csv")
+    step_log = os.path.join(config.output_dir, "steps.csv")
     files["loss plot"] = training.plot_losses(
-        step_log, os.path.join(args.output_dir, "losses.png")
+        step_log, os.path.join(config.output_dir, "losses.png")
     )
     log = training.read_step_log(step_log)
     final = {name: values[-1] for name, values in log.items() if name != "step"}
     training.print_summary(
-        f"TRIPS retrieval fine-tuning ({args.model}, {keras.backend.backend()})",
+        f"TRIPS retrieval fine-tuning ({config.model}, {keras.backend.backend()})",
         timing,
-        args.batch_size,
+        config.batch_size,
         final,
         files,
         extra={name: f"{100 * value:.1f}%" for name, value in recall.items()},
     )
-    return {"args": args, "timing": timing, "recall": recall, "files": files}
+    return {"config": config, "timing": timing, "recall": recall, "files": files}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ last checkpoint in `--output-dir` when there is one.
 import os
 
 import keras
+import training_options
 
 from keras_trips import training
 from keras_trips.utils import xla
@@ -20,42 +21,44 @@ def main(argv=None, extra_callbacks=()):
 
     `extra_callbacks` join the run's own (tests use one to interrupt it).
     """
-    parser = training.training_parser(__doc__.splitlines()[0], "runs/pretrain")
-    args = training.parse_training_arguments(parser, argv)
+    parser = training_options.training_parser(__doc__.splitlines()[0], "runs/pretrain")
+    _, config = training_options.parse_training_options(parser, argv)
     xla.configure_tensorflow_xla()
-    keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
 
-    config = training.backbone_config(args)
-    dataset_fn = training.training_dataset_fn(args, config["max_sequence_length"])
-    steps_per_epoch, _, total_steps = training.training_schedule(
-        args, training.examples_per_pass(args, captions="random")
-    )
-    with training.distribution_scope(args.devices):
-        pretrainer = training.build_pretrainer(args, total_steps)
-        callbacks = [*training.training_callbacks(args, total_steps), *extra_callbacks]
+    dataset_fn = training.training_dataset_fn(config)
+    with training_options.option_errors(parser):
+        examples = training.examples_per_pass(config, captions="random")
+    steps_per_epoch, _, total_steps = training.training_schedule(config, examples)
+    os.makedirs(config.output_dir, exist_ok=True)
+    with training.distribution_scope(config.devices):
+        pretrainer = training.build_pretrainer(config, total_steps)
+        callbacks = [
+            *training.training_callbacks(config, total_steps),
+            *extra_callbacks,
+        ]
         timing = training.fit_resumable(
             pretrainer, dataset_fn, steps_per_epoch, total_steps, callbacks
         )
-        files = training.save_models(pretrainer, args.output_dir)
+        files = training.save_models(pretrainer, config.output_dir)
 
-    step_log = os.path.join(args.output_dir, "steps.csv")
+    step_log = os.path.join(config.output_dir, "steps.csv")
     files["loss plot"] = training.plot_losses(
-        step_log, os.path.join(args.output_dir, "losses.png")
+        step_log, os.path.join(config.output_dir, "losses.png")
     )
-    files["history"] = os.path.join(args.output_dir, "history.csv")
-    files["TensorBoard logs"] = os.path.join(args.output_dir, "logs")
+    files["history"] = os.path.join(config.output_dir, "history.csv")
+    files["TensorBoard logs"] = os.path.join(config.output_dir, "logs")
     log = training.read_step_log(step_log)
     final = {name: values[-1] for name, values in log.items() if name != "step"}
     training.print_summary(
-        f"TRIPS pre-training ({args.model}, {keras.backend.backend()})",
+        f"TRIPS pre-training ({config.model}, {keras.backend.backend()})",
         timing,
-        args.batch_size,
+        config.batch_size,
         final,
         files,
     )
     return {
-        "args": args,
+        "config": config,
         "timing": timing,
         "final": final,
         "files": files,

@@ -30,8 +30,9 @@ def pretraining_batch(batch_size=4, seed=0):
     masked[:, 1:3] = 3
     return {
         "images": rng.uniform(size=(batch_size, 32, 32, 3)).astype("float32"),
-        "token_ids": masked,
-        "padding_mask": token_ids != 0,
+        "token_ids": token_ids,
+        "padding_mask": (token_ids != 0).astype("int32"),
+        "masked_token_ids": masked,
         "mask_positions": np.array([[1, 2]] * batch_size, "int32"),
         "mask_ids": token_ids[:, 1:3].copy(),
         "mask_weights": np.ones((batch_size, 2), "float32"),

@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 
+import keras
 import pytest
 
 # Tiny config: 32 px, patch 8 -> N = 16 patches, 2 blocks, width D = 32,
@@ -115,6 +116,35 @@ def test_flops_and_predicted_speedups_match_hand_computed_values(report):
     assert results["keep0.7"]["predicted_speedup"] == pytest.approx(827_648 / 733_440)
     assert results["keep0.5"]["predicted_speedup"] == pytest.approx(827_648 / 614_144)
     assert report["backend"] in ("jax", "tensorflow", "torch")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch models")
+def test_torch_task_times_ours_beside_the_plain_pytorch_vit(tmp_path_factory):
+    report = run_cli(tmp_path_factory, "--task", "torch")
+    # Same weights, same function: the outputs were compared before timing.
+    assert report["max_abs_difference_from_reference"] <= 1e-4
+    results = report["results"]
+    assert set(results) == {"pytorch", "none", "keep0.7", "keep0.5"}
+    for name, result in results.items():
+        expected = EXPECTED_FLOPS["none" if name == "pytorch" else name]
+        assert result["gflops_per_image"] * 1e9 == pytest.approx(expected, rel=1e-12)
+        assert result["predicted_speedup"] == pytest.approx(
+            EXPECTED_FLOPS["none"] / expected, rel=1e-12
+        )
+        for mode in ("inference", "train"):
+            entry = result[mode]
+            assert entry["median_ms"] > 0 and len(entry["times_ms"]) == 1
+            assert entry["time_over_reference"] == pytest.approx(
+                1.0 / entry["measured_speedup"]
+            )
+            assert entry["median_page_faults"] >= 0
+    assert results["pytorch"]["inference"]["time_over_reference"] == 1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="other backends")
+def test_torch_task_needs_the_torch_backend():
+    with pytest.raises(SystemExit):
+        load_cli().parse_args(["--task", "torch", "--tiny"])
 
 
 # --task pretraining --tiny: the vision tower above, one text layer and one

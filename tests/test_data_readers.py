@@ -86,6 +86,7 @@ def test_pretraining_batch_format(image_dir):
         "images",
         "token_ids",
         "padding_mask",
+        "masked_token_ids",
         "mask_positions",
         "mask_ids",
         "mask_weights",
@@ -94,7 +95,8 @@ def test_pretraining_batch_format(image_dir):
         batch["images"].shape == (4, 16, 16, 3) and batch["images"].dtype == "float32"
     )
     assert batch["token_ids"].shape == (4, 30) and batch["token_ids"].dtype == "int32"
-    assert batch["padding_mask"].dtype == "bool"
+    assert batch["padding_mask"].dtype == "int32"
+    assert batch["masked_token_ids"].shape == (4, 30)
     assert batch["mask_positions"].shape[1] == batch["mask_ids"].shape[1]
 
 
@@ -118,7 +120,7 @@ def test_coco_captions(image_dir):
         + [{"image_id": 0, "caption": "another"}, {"image_id": 99, "caption": "x"}],
     }
     path = write_json(image_dir / "coco.json", coco)
-    with pytest.warns(UserWarning, match="Skipped 1 of 7"):
+    with pytest.warns(UserWarning, match="Skipped 1 of 15"):
         dataset = data.coco_captions_dataset(path, captions="all", **READ)
     assert count_examples(dataset) == 7
 

@@ -47,7 +47,7 @@ def test_tokenisation_matches_hand_checked_ids():
     ]
     token_ids = features["token_ids"].numpy()
     assert features["token_ids"].dtype == tf.int32
-    assert features["padding_mask"].dtype == tf.bool
+    assert features["padding_mask"].dtype == tf.int32
     for row, ids in zip(token_ids, expected, strict=True):
         assert row.tolist() == ids + [PAD] * (12 - len(ids))
     np.testing.assert_array_equal(features["padding_mask"].numpy(), token_ids != PAD)
@@ -72,7 +72,11 @@ def test_mlm_masking_rates():
     positions = features["mask_positions"].numpy()
     weights = features["mask_weights"].numpy()
     mask_ids = features["mask_ids"].numpy()
-    token_ids = features["token_ids"].numpy()
+    token_ids = features["masked_token_ids"].numpy()
+    # The text itself stays unmasked beside it.
+    np.testing.assert_array_equal(
+        features["token_ids"].numpy(), np.broadcast_to(original, token_ids.shape)
+    )
     assert positions.shape == (3000, preprocessor.mask_selection_length)
     assert features["mask_weights"].dtype == tf.float32
 

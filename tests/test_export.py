@@ -19,7 +19,15 @@ from keras_trips.models import TRIPSBackbone, TRIPSPretrainer
 
 BACKEND = keras.backend.backend()
 SEQUENCE_LENGTH = 8
-INPUT_NAMES = ("images", "token_ids", "padding_mask")
+SERVED_NAMES = [
+    "itm",
+    "itm_normalized",
+    "image_embedding",
+    "image_embedding_normalized",
+    "text_embedding",
+    "features",
+    "features_normalized",
+]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_saved_model_backend = pytest.mark.skipif(
     BACKEND == "torch", reason="Keras writes SavedModels from TensorFlow and JAX"
@@ -62,6 +70,32 @@ def micro_pretrainer():
     return TRIPSPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16)
 
 
+def serving_inputs(batch_size=3):
+    """Inputs of every served signature: raw pixels at another size than the
+    model's 32 px, and the same images resized and normalised as the
+    training pipeline does (what the model sees in both cases)."""
+    import tensorflow as tf
+
+    from keras_trips.data import image_ops
+
+    batch = pretraining_batch(batch_size=batch_size, seed=2)
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (batch_size, 40, 36, 3), dtype=np.uint8)
+    normalized = image_ops.normalize_images(image_ops.resize(tf.constant(pixels), 32))
+    return {
+        "images_uint8": pixels,
+        "images_normalized": normalized.numpy(),
+        "token_ids": batch["token_ids"],
+        "padding_mask": batch["padding_mask"],
+    }
+
+
+def model_inputs(inputs):
+    """The model's inputs for the served ones."""
+    model = {k: v for k, v in inputs.items() if not k.startswith("images")}
+    return {"images": inputs["images_normalized"], **model}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A micro pretrainer exported with all its signatures, served once."""
@@ -73,8 +107,7 @@ def exported(tmp_path_factory):
     names = export_saved_model(
         pretrainer, saved_model_dir, sequence_length=SEQUENCE_LENGTH
     )
-    batch = pretraining_batch(batch_size=3, seed=2)
-    inputs = {name: batch[name] for name in INPUT_NAMES}
+    inputs = serving_inputs()
     np.savez(folder / "inputs.npz", **inputs)
     run = subprocess.run(
         [
@@ -104,12 +137,17 @@ def exported(tmp_path_factory):
 def test_served_signatures_match_keras_without_keras(exported):
     assert exported["serving_process"]["keras_modules"] == []
     pretrainer, served = exported["pretrainer"], exported["served"]
-    assert exported["names"] == ["itm", "image_embedding", "text_embedding", "features"]
+    assert exported["names"] == SERVED_NAMES
     signatures = serving_signatures(pretrainer)
+    inputs = model_inputs(exported["inputs"])
     for name in [*exported["names"], "serving_default"]:
-        signature = signatures["itm" if name == "serving_default" else name]
-        inputs = {key: exported["inputs"][key] for key in signature.inputs}
-        expected = numpy_outputs(signature.function(pretrainer, inputs))
+        # Raw pixels (resized and normalised inside) and normalised images
+        # give the model the same images.
+        base = "itm" if name == "serving_default" else name.replace("_normalized", "")
+        signature = signatures[base]
+        expected = numpy_outputs(
+            signature.function(pretrainer, {k: inputs[k] for k in signature.inputs})
+        )
         for key, value in expected.items():
             np.testing.assert_allclose(
                 served[f"{name}/{key}"], value, atol=1e-4, err_msg=f"{name}/{key}"
@@ -143,9 +181,42 @@ def test_saved_model_cli_lists_serving_default(exported):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    for name in (*INPUT_NAMES, "itm_probability", "itm_logits"):
+    for name in ("images_uint8", "token_ids", "padding_mask", "itm_probability"):
         assert f"['{name}']" in run.stdout, run.stdout
-    assert "(-1, 32, 32, 3)" in run.stdout and "(-1, 8)" in run.stdout
+    assert "dtype: DT_UINT8" in run.stdout and "(-1, -1, -1, 3)" in run.stdout
+    assert "(-1, 8)" in run.stdout
+
+
+@needs_saved_model_backend
+def test_served_inputs_are_checked_before_the_model_runs(exported):
+    import tensorflow as tf
+
+    served = tf.saved_model.load(exported["saved_model_dir"]).signatures
+    inputs = {k: tf.constant(v) for k, v in exported["inputs"].items()}
+    text = {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
+    # Raw pixels sent as floats to the normalised signature: rejected.
+    raw_as_float = tf.cast(inputs["images_uint8"][:, :32, :32], tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images_normalized"):
+        served["itm_normalized"](images_normalized=raw_as_float, **text)
+    # uint8 to the normalised signature, floats to the raw one: wrong dtype.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="float tensor"):
+        served["itm_normalized"](images_normalized=inputs["images_uint8"], **text)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="uint8 tensor"):
+        served["serving_default"](images_uint8=raw_as_float, **text)
+    # 2 images, 1 text.
+    one_text = {k: v[:1] for k, v in text.items()}
+    for name, images in (
+        ("itm", "images_uint8"),
+        ("itm_normalized", "images_normalized"),
+    ):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match="must have the same batch size"
+        ):
+            served[name](**{images: inputs[images][:2]}, **one_text)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        served["text_embedding"](
+            token_ids=inputs["token_ids"], padding_mask=inputs["padding_mask"][:1]
+        )
 
 
 @needs_saved_model_backend
@@ -208,12 +279,18 @@ def test_torch_refuses_and_the_cli_exports_under_tensorflow(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "under tensorflow" in run.stdout
 
-    batch = pretraining_batch(batch_size=3, seed=2)
-    inputs = {name: batch[name] for name in INPUT_NAMES}
+    inputs = serving_inputs()
     served = tf.saved_model.load(saved_model_dir).signatures
-    assert set(served) == {"itm", "image_embedding", "serving_default"}
+    assert set(served) == {
+        "itm",
+        "itm_normalized",
+        "image_embedding",
+        "image_embedding_normalized",
+        "serving_default",
+    }
     signature = serving_signatures(pretrainer)["itm"]
-    expected = numpy_outputs(signature.function(pretrainer, inputs))
-    actual = served["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    expected = numpy_outputs(signature.function(pretrainer, model_inputs(inputs)))
+    raw = {k: v for k, v in inputs.items() if k != "images_normalized"}
+    actual = served["serving_default"](**{k: tf.constant(v) for k, v in raw.items()})
     for key, value in expected.items():
         np.testing.assert_allclose(actual[key].numpy(), value, atol=1e-4)

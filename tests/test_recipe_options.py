@@ -25,6 +25,7 @@ BATCH_SIZE = 8  # micro_arguments'
 QUEUE_SIZE = 12  # not a multiple of the batch: the pointer wraps mid-batch
 
 pytestmark = pytest.mark.usefixtures("scenes_cache")
+training_options = load_recipe("training_options")
 
 
 def numpy(x):
@@ -87,7 +88,7 @@ def test_gradient_accumulation_updates_every_second_batch(options_run):
     assert changed == [False, True, False, True]
     # Keras' `iterations` counts the updates; the step log counts batches.
     assert int(numpy(result["model"].optimizer.iterations)) == STEPS // 2
-    log = training.read_step_log(os.path.join(result["args"].output_dir, "steps.csv"))
+    log = training.read_step_log(os.path.join(result["config"].output_dir, "steps.csv"))
     assert log["step"] == [1.0, 2.0, 3.0, 4.0]
 
 
@@ -103,11 +104,11 @@ def test_keep_rate_warms_up_over_batches_then_reaches_the_target(options_run):
 
 def test_keep_rate_warmup_targets_the_models_keep_rate(tmp_path, capsys):
     def parse(*argv):
-        parser = training.training_parser("test", str(tmp_path))
-        return training.parse_training_arguments(parser, list(argv))
+        parser = training_options.training_parser("test", str(tmp_path))
+        return training_options.parse_training_options(parser, list(argv))[1]
 
-    args = parse("--backbone-overrides", '{"keep_rate": 0.4}', "--keep-rate-warmup=2")
-    scheduler = training.training_callbacks(args, total_steps=10)[-1]
+    config = parse("--backbone-overrides", '{"keep_rate": 0.4}', "--keep-rate-warmup=2")
+    scheduler = training.training_callbacks(config, total_steps=10)[-1]
     assert scheduler.keep_rate == 0.4
     with pytest.raises(SystemExit):
         parse(
@@ -122,16 +123,17 @@ def test_momentum_model_and_queues_follow_training(options_run):
     result, record = options_run
     model = result["model"]
     assert model.use_momentum
+    momentum_model = model.momentum_model
     # 4 batches of 8 written from slot 0 into 12 slots: every slot, twice
     # over for some, and the pointer wrapped around to 32 % 12.
-    assert int(numpy(model.queue_pointer)) == STEPS * BATCH_SIZE % QUEUE_SIZE
-    for queue in (model.image_queue, model.text_queue):
+    assert int(numpy(momentum_model.queue_pointer)) == STEPS * BATCH_SIZE % QUEUE_SIZE
+    for queue in (momentum_model.image_queue, momentum_model.text_queue):
         rows = numpy(queue)
         assert not np.isclose(rows, record.start[queue.path]).all(axis=-1).any()
         np.testing.assert_allclose(np.linalg.norm(rows, axis=-1), 1.0, rtol=1e-3)
     # The EMA copy started as the online encoder and follows it, slowly.
     online = model.backbone.text_encoder.weights
-    momentum = model.momentum_text_encoder.weights
+    momentum = momentum_model.text_encoder.weights
     assert len(online) == len(momentum)
     for online_weight, momentum_weight in zip(online, momentum):
         start = record.start[online_weight.path]
@@ -148,7 +150,7 @@ def test_mixed_precision_computes_in_bfloat16_with_float32_weights(options_run):
     assert backbone.dtype_policy.name == "mixed_bfloat16"
     assert backbone.vision_encoder.compute_dtype == "bfloat16"
     assert {v.dtype for v in result["model"].trainable_weights} == {"float32"}
-    log = training.read_step_log(os.path.join(result["args"].output_dir, "steps.csv"))
+    log = training.read_step_log(os.path.join(result["config"].output_dir, "steps.csv"))
     for name in LOSSES:
         assert np.isfinite(log[name]).all(), name
 
@@ -157,12 +159,11 @@ def test_saved_pretrainer_keeps_the_options(options_run):
     result, _ = options_run
     saved = keras.saving.load_model(result["files"]["pretrainer"], compile=False)
     assert saved.use_momentum and saved.queue_size == QUEUE_SIZE
-    np.testing.assert_array_equal(
-        numpy(saved.queue_pointer), numpy(result["model"].queue_pointer)
-    )
-    np.testing.assert_array_equal(
-        numpy(saved.image_queue), numpy(result["model"].image_queue)
-    )
+    for name in ("queue_pointer", "image_queue"):
+        np.testing.assert_array_equal(
+            numpy(getattr(saved.momentum_model, name)),
+            numpy(getattr(result["model"].momentum_model, name)),
+        )
     assert saved.backbone.dtype_policy.name == "mixed_bfloat16"
     assert saved.backbone.vision_encoder.keep_rate == (0.5,)
 
@@ -226,9 +227,12 @@ def caption_files(tmp_path_factory):
 )
 @pytest.mark.parametrize("data_format", ["albef", "coco", "tfrecord"])
 def test_pretraining_on_caption_files(data_format, caption_files, tmp_path):
+    # An epoch is one pass over an annotation file: 16 images, batches of 8.
+    # TFRecords are not counted: they need --steps or --steps-per-epoch.
+    length = "--steps=2" if data_format == "tfrecord" else "--epochs=1"
     argv = micro_arguments(
         tmp_path,
-        "--steps=2",
+        length,
         f"--data-format={data_format}",
         *caption_files[data_format],
     )

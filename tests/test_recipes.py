@@ -25,6 +25,9 @@ MICRO_OVERRIDES = {
 
 
 def load_recipe(name):
+    # As when run as a script: the recipes import their shared front module.
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))
     spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -198,7 +201,7 @@ def test_tensorflow_mirrored_strategy_matches_one_device(tmp_path):
             argv = micro_arguments(output, "--steps=3", "--momentum", "--queue-size=12")
             result = pretrain.main([*argv, *extra])
             logs[name] = training.read_step_log(output + "/steps.csv")
-        assert len(result["args"].devices) == 2
+        assert len(result["config"].devices) == 2
         print(json.dumps(logs))
     """
     logs = run_script(script, tmp_path, KERAS_BACKEND="tensorflow")

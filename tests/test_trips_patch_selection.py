@@ -10,7 +10,7 @@ from keras_trips.layers import TRIPSPatchSelection
 
 
 def reference_selection(tokens, query, keys, num_heads, keep_rate, fuse=True):
-    """Plain-numpy TRIPS selection, written from SPEC §1 (loops, no tricks)."""
+    """Plain-numpy TRIPS selection, written from docs/method.md (loops, no tricks)."""
     batch, length, width = tokens.shape
     num_tokens = length - 1
     head_dim = width // num_heads
@@ -154,7 +154,7 @@ def test_bad_keep_rate(keep_rate):
         ((2, 8), None, None, "tokens"),
         ((2, 1, 2, 8), None, None, "tokens"),
         ((2, 2, 8), None, None, "too few image tokens"),
-        ((2, 9, 8), (2, 6), None, "query width 6 does not match"),
+        ((2, 9, 8), (2, 6), None, "query` width 6 does not match"),
         ((2, 9, 8), (8,), None, "query"),
         ((2, 9, 8), None, (2, 7, 8), "keys"),
         ((2, 9, 6), None, None, "not divisible by num_heads"),

@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -38,7 +40,7 @@ def test_output_shape_follows_the_paper_token_counts():
     encoder = TRIPSVisionEncoder(
         num_layers=10, num_heads=2, hidden_dim=16, mlp_dim=16, selection_layers=(4, 9)
     )
-    # 224 px, patch 16: 196 patches -> 138 + 1 fused -> 98 + 1 fused (SPEC §1).
+    # 224 px, patch 16: 196 patches -> 138 + 1 fused -> 98 + 1 fused (docs/method.md).
     assert encoder.sequence_lengths()[-1] == 1 + 98 + 1
     assert encoder.sequence_lengths()[5] == 1 + 138 + 1
     tokens = encoder(tiny_inputs(batch=1, image_size=224))
@@ -158,8 +160,8 @@ def test_position_embeddings_are_interpolated_for_another_image_size(tmp_path):
         < np.abs(target_grid[0, 0] - source_grid[3, 3]).mean()
     )
     np.testing.assert_array_equal(
-        numpy(large.blocks[1].query_dense.kernel),
-        numpy(small.blocks[1].query_dense.kernel),
+        numpy(large.blocks[1].qkv_dense.kernel),
+        numpy(small.blocks[1].qkv_dense.kernel),
     )
     assert (
         tuple(large(tiny_inputs(image_size=48)).shape)[1]
@@ -175,6 +177,47 @@ def test_keras_save_and_load_give_identical_outputs(tmp_path):
     inputs = tiny_inputs()
     np.testing.assert_array_equal(numpy(restored(inputs)), numpy(encoder(inputs)))
     assert restored.get_config() == encoder.get_config()
+
+
+def test_query_key_and_value_parts_are_thirds_of_the_fused_projection():
+    block = tiny_encoder().blocks[0]
+    x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    kernel, bias = numpy(block.qkv_dense.kernel), numpy(block.qkv_dense.bias)
+    assert kernel.shape == (16, 48)
+    for index, part in enumerate(
+        (block.query_dense, block.key_dense, block.value_dense)
+    ):
+        third = slice(16 * index, 16 * (index + 1))
+        np.testing.assert_allclose(
+            numpy(part(x)), x @ kernel[:, third] + bias[third], atol=1e-5
+        )
+    assert not block.query_dense.weights
+
+
+# A tiny encoder with random weights (selection at blocks 0 and 2, keep rate
+# 0.5), saved under JAX with its inputs and outputs by the code of commit
+# 0b8a580, whose blocks held the query, key and value projections as three
+# Dense layers.
+LEGACY_ENCODER = os.path.join(
+    os.path.dirname(__file__), "data", "legacy_vision_encoder"
+)
+
+
+def test_files_with_separate_query_key_value_projections_load(tmp_path):
+    recorded = np.load(LEGACY_ENCODER + ".npz")
+    inputs = {
+        "images": recorded["images"],
+        "text_embedding": recorded["text_embedding"],
+    }
+    encoder = keras.saving.load_model(LEGACY_ENCODER + ".keras")
+    tokens, provenance = encoder(inputs, return_provenance=True)
+    np.testing.assert_allclose(numpy(tokens), recorded["tokens"], atol=1e-5)
+    np.testing.assert_allclose(numpy(provenance), recorded["provenance"], atol=1e-6)
+    # Saved again it holds the fused layout, and loads the same.
+    path = str(tmp_path / "resaved.keras")
+    encoder.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(numpy(restored(inputs)), numpy(encoder(inputs)))
 
 
 def test_every_layer_is_built_at_construction():
@@ -216,7 +259,7 @@ def test_mixed_precision():
     encoder = tiny_encoder(keep_rate=0.5, dtype="mixed_bfloat16")
     tokens = encoder(tiny_inputs())
     assert keras.backend.standardize_dtype(tokens.dtype) == "bfloat16"
-    assert encoder.blocks[0].query_dense.kernel.dtype == "float32"
+    assert encoder.blocks[0].qkv_dense.kernel.dtype == "float32"
 
 
 @pytest.mark.parametrize(
@@ -238,7 +281,7 @@ def test_bad_config(overrides, message):
 def test_bad_inputs():
     encoder = tiny_encoder()
     inputs = tiny_inputs()
-    with pytest.raises(ValueError, match="images of shape"):
+    with pytest.raises(ValueError, match="images` of shape"):
         encoder({**inputs, "images": inputs["images"][:, :16]})
     with pytest.raises(ValueError, match="text \\[CLS\\] width must equal"):
         encoder({**inputs, "text_embedding": np.zeros((2, 8), "float32")})

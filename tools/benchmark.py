@@ -6,14 +6,21 @@ selection and with text-guided selection, and keras-hub's `ViTBackbone` of
 the same size. `--task pretraining` times the whole pre-training step of the
 "base" `TRIPSPretrainer` (ViT-B/16 + BERT-base 6+6; ITC, ITM with hard
 negatives, MLM, momentum model and queues; forward, backward and AdamW
-update). Both run on the current Keras backend and compare the measured
-speedups with the FLOPs-predicted ones.
+update). `--task keras_hub` times keras-hub's own CLIP and SigLIP ViT-B/16
+vision encoders against `with_patch_selection` of them at keep rates 1.0,
+0.7 and 0.5, forward (`keras_trips.utils.keras_hub_benchmark`). `--task
+torch` (torch backend only) times the vision encoder beside a plain PyTorch
+ViT holding the same weights (`tools/benchmark_torch.py`). All run on the
+current Keras backend and compare the measured speedups with the
+FLOPs-predicted ones.
 
     KERAS_BACKEND=jax python tools/benchmark.py
     KERAS_BACKEND=torch python tools/benchmark.py --steps 3 --skip-train
     KERAS_BACKEND=jax python tools/benchmark.py --task pretraining --steps 3
+    KERAS_BACKEND=torch python tools/benchmark.py --task torch --steps 9
     python tools/benchmark.py --tiny --steps 1   # smoke test
     python tools/benchmark.py --task pretraining --tiny --steps 1
+    KERAS_BACKEND=jax python tools/benchmark.py --task keras_hub --steps 3
 """
 
 import argparse
@@ -26,10 +33,10 @@ import sys
 import keras
 
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
-from keras_trips.utils import benchmarking, xla
+from keras_trips.utils import benchmarking, keras_hub_benchmark, xla
 from keras_trips.utils.flops import vision_encoder_flops
 
-TASKS = ("vision", "pretraining")
+TASKS = ("vision", "pretraining", "keras_hub", "torch")
 # name -> keep rate at the selection layers (None: no selection).
 TRIPS_CONFIGS = {"none": None, "keep0.7": 0.7, "keep0.5": 0.5}
 KERAS_HUB = "keras_hub"
@@ -62,7 +69,9 @@ def parse_args(argv=None):
         choices=TASKS,
         default="vision",
         help="vision: the vision encoder alone; pretraining: the whole "
-        "TRIPSPretrainer training step of the base model",
+        "TRIPSPretrainer training step of the base model; keras_hub: keras-hub's "
+        "CLIP and SigLIP vision encoders with and without selection (forward); "
+        "torch: the vision encoder beside a plain PyTorch ViT (KERAS_BACKEND=torch)",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds")
@@ -112,6 +121,8 @@ def parse_args(argv=None):
         "--output", default=None, help="benchmarks/<task>_<backend>.json"
     )
     args = parser.parse_args(argv)
+    if args.task == "torch" and args.configs:
+        parser.error("--task torch times every configuration; drop --configs")
     known = ALL_CONFIGS if args.task == "vision" else tuple(TRIPS_CONFIGS)
     configs = args.configs.split(",") if args.configs else known
     configs = [c.strip() for c in configs if c.strip()]
@@ -121,8 +132,10 @@ def parse_args(argv=None):
     args.configs = [c for c in known if c in configs or c == REFERENCE]
     if args.task == "pretraining" and args.skip_train:
         parser.error("--skip-train: the pre-training benchmark times train steps")
-    if args.task == "vision" and (args.text_length or args.queue_size):
+    if args.task != "pretraining" and (args.text_length or args.queue_size):
         parser.error("--text-length and --queue-size are for --task pretraining")
+    if args.task == "torch" and keras.backend.backend() != "torch":
+        parser.error("--task torch compares torch models: run with KERAS_BACKEND=torch")
     if args.image_size is None:
         args.image_size = 32 if args.tiny else 224
     if args.selection_layers is None:
@@ -288,6 +301,37 @@ def environment(args, jit_compile, load_before):
     }
 
 
+def load_torch_benchmark():
+    """tools/benchmark_torch.py, imported only for `--task torch` (it imports
+    torch); tools/ is not a package, so its folder goes on the path."""
+    tools = os.path.dirname(os.path.abspath(__file__))
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import benchmark_torch
+
+    return benchmark_torch
+
+
+def run_torch(args, benchmark_torch):
+    load_before = os.getloadavg()
+    architecture = dict(TINY if args.tiny else VIT_B16)
+    comparison = benchmark_torch.run(args, architecture)
+    return {
+        **environment(args, False, load_before),
+        "architecture": {"image_size": args.image_size, **architecture},
+        "selection_layers": list(args.selection_layers),
+        "guidance": "text (random text_embedding)",
+        "notes": (
+            "inference under torch.inference_mode(); train: forward, backward "
+            "and torch.optim.AdamW with a linear head on [CLS], the same for "
+            "every model; medians of interleaved rounds; ratios are medians of "
+            "per-round ratios against the plain PyTorch ViT; FLOPs are analytic "
+            "forward FLOPs per image"
+        ),
+        **comparison,
+    }
+
+
 def build_pretrainers(args, jit_compile):
     """name -> compiled `TRIPSPretrainer` with the momentum model, and the
     backbone configuration they share (but for selection)."""
@@ -437,12 +481,39 @@ def format_pretraining_table(report):
     return "\n".join(lines)
 
 
+def run_keras_hub(args):
+    load_before = os.getloadavg()
+    jit_compile = jit_compile_setting(args.jit_compile)
+    results = keras_hub_benchmark.benchmark_keras_hub_encoders(
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        selection_layers=args.selection_layers,
+        jit_compile=jit_compile,
+        tiny=args.tiny,
+    )
+    return {
+        **environment(args, jit_compile, load_before),
+        "selection_layers": list(args.selection_layers),
+        "guidance": "text (random text_embedding of the encoder's width)",
+        "results": results,
+    }
+
+
 def main(argv=None):
     args = parse_args(argv)
     xla.configure_tensorflow_xla()
-    if args.task == "pretraining":
+    if args.task == "keras_hub":
+        report = run_keras_hub(args)
+        print(keras_hub_benchmark.format_keras_hub_table(report["results"]))
+    elif args.task == "pretraining":
         report = run_pretraining(args)
         print(format_pretraining_table(report))
+    elif args.task == "torch":
+        benchmark_torch = load_torch_benchmark()
+        report = run_torch(args, benchmark_torch)
+        print(benchmark_torch.format_table(report))
     else:
         report = run(args)
         print(format_table(report))

@@ -3,7 +3,9 @@
 The model is loaded under the TensorFlow backend (or JAX with `--backend
 jax`) whatever KERAS_BACKEND says: a `.keras` file saved under torch, which
 cannot write SavedModels, exports from here. Images and text length are
-fixed at export, the batch dimension is dynamic. See
+fixed at export, the batch dimension is dynamic. Each signature with images
+takes raw uint8 pixels (`images_uint8`, any size, resized and normalised
+inside); its `_normalized` twin takes CLIP-normalised float32. See
 `keras_trips.export.export_saved_model` for the signatures and their inputs.
 
     python tools/export_saved_model.py trips.keras serving/trips/1 \
@@ -29,8 +31,9 @@ def main(argv=None):
     parser.add_argument(
         "--default-signature",
         default=None,
-        help="the one served as serving_default (default: the model's first, "
-        "itm for a pretrainer, features for a backbone)",
+        help="the one whose raw-pixel form is served as serving_default "
+        "(default: the model's first, itm for a pretrainer, features for a "
+        "backbone)",
     )
     parser.add_argument(
         "--sequence-length",
@@ -55,11 +58,10 @@ def main(argv=None):
             f"script to export under {args.backend}."
         )
     os.environ["KERAS_BACKEND"] = args.backend
-    import keras
 
     import keras_trips
 
-    model = keras.saving.load_model(args.model, compile=False)
+    model = keras_trips.utils.load_model(args.model, compile=False)
     names = keras_trips.export.export_saved_model(
         model,
         args.output,

@@ -68,8 +68,9 @@ _HF_DEFAULTS = {
     },
 }
 
-# Hugging Face tensor names: embeddings, final norm, and per block the
-# counterpart of each `TRIPSVisionBlock` sublayer.
+# Hugging Face tensor names: embeddings, final norm, and per block the query,
+# key and value projections (fused into the block's `qkv_dense`) and the
+# counterpart of each other `TRIPSVisionBlock` sublayer.
 _HF_NAMES = {
     "vit": {
         "class_token": "embeddings.cls_token",
@@ -78,11 +79,13 @@ _HF_NAMES = {
         "pre_norm": None,
         "output_norm": "layernorm",
         "block": "encoder.layer.{}.",
+        "qkv": (
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+        ),
         "sublayers": {
             "attention_norm": "layernorm_before",
-            "query_dense": "attention.attention.query",
-            "key_dense": "attention.attention.key",
-            "value_dense": "attention.attention.value",
             "output_dense": "attention.output.dense",
             "mlp_norm": "layernorm_after",
             "mlp_intermediate": "intermediate.dense",
@@ -96,11 +99,9 @@ _HF_NAMES = {
         "pre_norm": "pre_layrnorm",
         "output_norm": "post_layernorm",
         "block": "encoder.layers.{}.",
+        "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
         "sublayers": {
             "attention_norm": "layer_norm1",
-            "query_dense": "self_attn.q_proj",
-            "key_dense": "self_attn.k_proj",
-            "value_dense": "self_attn.v_proj",
             "output_dense": "self_attn.out_proj",
             "mlp_norm": "layer_norm2",
             "mlp_intermediate": "mlp.fc1",
@@ -276,8 +277,23 @@ def load_hf_vision_encoder(encoder, checkpoint_dir):
             checkpoint, names["pre_norm"], encoder.embedding_norm
         )
     assignments += _hf_layer_norm(checkpoint, names["output_norm"], encoder.output_norm)
+    width = encoder.hidden_dim
     for i, block in enumerate(encoder.blocks):
         prefix = names["block"].format(i)
+        qkv = block.qkv_dense
+        assignments += _qkv_assignments(
+            qkv,
+            [
+                checked(
+                    checkpoint, f"{prefix}{name}.weight", qkv.kernel, (width, width)
+                ).T
+                for name in names["qkv"]
+            ],
+            [
+                checked(checkpoint, f"{prefix}{name}.bias", qkv.bias, (width,))
+                for name in names["qkv"]
+            ],
+        )
         for attribute, name in names["sublayers"].items():
             layer = getattr(block, attribute)
             if isinstance(layer, keras.layers.LayerNormalization):
@@ -438,16 +454,38 @@ def load_keras_hub_vision_encoder(encoder, model):
             (block.mlp_intermediate, dense_1),
             (block.mlp_output, dense_2),
         ]
-        for layer, source_layer, shapes in (
-            (block.query_dense, attention.query_dense, [(width, *heads), heads]),
-            (block.key_dense, attention.key_dense, [(width, *heads), heads]),
-            (block.value_dense, attention.value_dense, [(width, *heads), heads]),
-            (block.output_dense, attention.output_dense, [(*heads, width), None]),
-        ):
-            assignments += _keras_assignments(source, layer, source_layer, shapes)
+        qkv = block.qkv_dense
+        parts = (attention.query_dense, attention.key_dense, attention.value_dense)
+        assignments += _qkv_assignments(
+            qkv,
+            [
+                checked(source, part.kernel.path, qkv.kernel, (width, *heads))
+                for part in parts
+            ],
+            [checked(source, part.bias.path, qkv.bias, heads) for part in parts],
+        )
+        assignments += _keras_assignments(
+            source,
+            block.output_dense,
+            attention.output_dense,
+            [(*heads, width), None],
+        )
     for layer, source_layer in pairs:
         assignments += _keras_assignments(source, layer, source_layer)
     assign_all(assignments)
+
+
+def _qkv_assignments(projection, kernels, biases):
+    """The fused query-key-value `projection`'s kernel and bias from the
+    query, key and value kernels (input axis first) and biases."""
+    width = projection.units // 3
+    return [
+        (
+            projection.kernel,
+            np.concatenate([np.reshape(k, (width, width)) for k in kernels], axis=1),
+        ),
+        (projection.bias, np.concatenate([np.reshape(b, (width,)) for b in biases])),
+    ]
 
 
 def _keras_assignments(source, layer, source_layer, shapes=None):

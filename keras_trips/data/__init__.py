@@ -5,9 +5,11 @@ Every reader returns a batched `tf.data.Dataset` with static shapes
 features dict only; task datasets yield `(features, targets)`:
 
 - features: `"images"` float32 `(B, H, W, 3)` CLIP-normalised (NLVR2:
-  `(B, 2, H, W, 3)`), `"token_ids"` int32 `(B, L)`, `"padding_mask"` bool
-  `(B, L)`; with MLM masking also `"mask_positions"`, `"mask_ids"` int32
-  `(B, P)` and `"mask_weights"` float32 `(B, P)`.
+  `(B, 2, H, W, 3)`), `"token_ids"` int32 `(B, L)`, `"padding_mask"` int32
+  `(B, L)` (1 on real tokens); with MLM masking also `"masked_token_ids"`
+  int32 `(B, L)` (the text as the MLM objective sees it; `"token_ids"` stays
+  unmasked), `"mask_positions"`, `"mask_ids"` int32 `(B, P)` and
+  `"mask_weights"` float32 `(B, P)`.
 - targets: VQA `answer_scores` float32 `(B, num_answers)`; NLVR2 `label`
   int32 `(B,)`; RefCOCO `boxes` float32 `(B, 4)`, normalised xyxy in [0, 1].
 """

@@ -6,6 +6,8 @@ map parallelism. Boxes are normalised `(x1, y1, x2, y2)` in [0, 1] with
 shape `(..., 4)`, and they move with the image.
 """
 
+import numbers
+
 import tensorflow as tf
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -23,8 +25,11 @@ def decode_image(contents):
 
 
 def resize(image, image_size):
-    """Resize to `(image_size, image_size)` (bilinear, antialiased), float32."""
-    return tf.image.resize(image, (image_size, image_size), antialias=True)
+    """Resize to `(image_size, image_size)`, or `(height, width)` given a
+    pair (bilinear, antialiased), float32 in the input's value range."""
+    if isinstance(image_size, numbers.Integral):
+        image_size = (image_size, image_size)
+    return tf.image.resize(image, image_size, antialias=True)
 
 
 def random_resized_crop(
@@ -94,13 +99,15 @@ def swap_left_right(text):
 
 def random_flip(image, text, seed, boxes=None):
     """With probability 1/2 mirror the image, swap "left"/"right" in the text
-    and mirror the boxes, all together (as ALBEF does).
+    and mirror the boxes, all together (as ALBEF does). `text` and `boxes`
+    may be None.
 
     Returns `(image, text, boxes)`.
     """
     flip = tf.random.stateless_uniform([], seed) < 0.5
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    text = tf.cond(flip, lambda: swap_left_right(text), lambda: text)
+    if text is not None:
+        text = tf.cond(flip, lambda: swap_left_right(text), lambda: text)
     if boxes is not None:
         boxes = tf.cond(flip, lambda: flip_boxes(boxes), lambda: boxes)
     return image, text, boxes

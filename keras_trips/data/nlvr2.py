@@ -11,10 +11,13 @@ import os
 from keras_trips.data.pipeline import build_dataset
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.validation import (
+    MalformedRow,
     SkipLog,
     default_image_root,
     keep_rows_with_good_images,
+    parse_rows,
     read_json_lines,
+    text_field,
 )
 
 _LABELS = {"true": 1, "false": 0}
@@ -27,7 +30,7 @@ def nlvr2_dataset(
     batch_size=32,
     image_size=64,
     training=True,
-    validate_images="header",
+    validate_images="full",
     **kwargs,
 ):
     """Read NLVR2 JSON lines into batched `(features, label)`.
@@ -47,33 +50,31 @@ def nlvr2_dataset(
     """
     data = read_json_lines(annotation_file)
     image_root = default_image_root(annotation_file, image_root)
+
+    def parse(item):
+        if item is None:
+            raise MalformedRow("not valid JSON")
+        images = item.get("images") or _official_image_paths(item)
+        if (
+            not isinstance(images, list)
+            or len(images) != 2
+            or not all(isinstance(p, str) and p for p in images)
+        ):
+            raise MalformedRow(f"'images' must be two paths, got {images!r:.60}")
+        label = item["label"]
+        label = _LABELS.get(label.lower()) if isinstance(label, str) else label
+        if label not in (0, 1):
+            raise MalformedRow(f"'label' must be true or false, got {item['label']!r}")
+        return {
+            "image": [os.path.join(image_root, p) for p in images],
+            "sentence": text_field(item, "sentence"),
+            "label": int(label),
+        }
+
     skips = SkipLog(annotation_file)
-    rows = []
-    for index, item in enumerate(data):
-        try:
-            images = item.get("images") or _official_image_paths(item)
-            label = _LABELS.get(str(item["label"]).lower(), item["label"])
-            sentence = item["sentence"]
-        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
-            skips.add(
-                f"line {index + 1}", "malformed row: needs 'sentence', 'label', images"
-            )
-            continue
-        if len(images) != 2 or label not in (0, 1) or not isinstance(sentence, str):
-            skips.add(
-                f"line {index + 1}", "malformed row: bad images, label or sentence"
-            )
-            continue
-        rows.append(
-            {
-                "row_id": f"line {index + 1}",
-                "image": [os.path.join(image_root, p) for p in images],
-                "sentence": sentence,
-                "label": int(label),
-            }
-        )
+    rows = parse_rows(data, parse, skips, "line", first_index=1)
     rows = keep_rows_with_good_images(rows, skips, validate_images)
-    skips.report(len(data))
+    skips.report(len(data), kept=len(rows))
     columns = {
         "image": [row["image"] for row in rows],
         "text": [row["sentence"] for row in rows],
@@ -86,12 +87,13 @@ def nlvr2_dataset(
         image_size,
         target_key="label",
         shuffle=kwargs.pop("shuffle", training),
+        source=annotation_file,
         **kwargs,
     )
 
 
 def _official_image_paths(item):
-    stem = item["identifier"].rsplit("-", 1)[0]
+    stem = text_field(item, "identifier").rsplit("-", 1)[0]
     split = stem.split("-")[0]
     folder = (
         os.path.join(split, str(item["directory"])) if "directory" in item else split

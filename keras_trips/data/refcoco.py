@@ -7,17 +7,22 @@ resized crop keeps the box whole; flip mirrors it and swaps "left"/"right"
 in the phrase).
 """
 
+import math
 import os
 
 from keras_trips.data.pipeline import build_dataset
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.validation import (
+    MalformedRow,
     SkipLog,
     default_image_root,
     image_sizes,
     keep_rows_with_good_images,
+    parse_rows,
     read_json,
     require_list,
+    text_field,
+    texts_field,
 )
 
 BOX_FORMATS = ("xywh", "xyxy")
@@ -31,7 +36,7 @@ def refcoco_dataset(
     batch_size=32,
     image_size=64,
     training=True,
-    validate_images="header",
+    validate_images="full",
     **kwargs,
 ):
     """Read a JSON list of `{"image": path, "text": str, "bbox": [4 numbers]}`
@@ -52,31 +57,27 @@ def refcoco_dataset(
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
     data = require_list(read_json(annotation_file), annotation_file)
     image_root = default_image_root(annotation_file, image_root)
-    skips = SkipLog(annotation_file)
-    rows = []
-    for index, item in enumerate(data):
-        try:
-            texts = item.get("sentences") or [item["text"]]
-            box = [float(v) for v in item["bbox"]]
-            image = os.path.join(image_root, item["image"])
-        except (AttributeError, KeyError, TypeError, ValueError):
-            skips.add(f"row {index}", "malformed row: needs 'image', 'text', 'bbox'")
-            continue
-        if len(box) != 4 or not all(isinstance(t, str) and t for t in texts):
-            skips.add(f"row {index}", "malformed row: bad 'bbox' or text")
-            continue
+
+    def parse(item):
+        texts = texts_field(item, "sentences" if "sentences" in item else "text")
+        box = item["bbox"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise MalformedRow(f"'bbox' must be 4 numbers, got {box!r:.60}")
+        box = [_number(v, "bbox") for v in box]
         if box_format == "xywh":
             box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
         size = (item.get("width"), item.get("height"))
-        rows.append(
-            {
-                "row_id": f"row {index}",
-                "image": image,
-                "texts": texts,
-                "box": box,
-                "size": size,
-            }
-        )
+        if None not in size:
+            size = tuple(_number(v, "width and height") for v in size)
+        return {
+            "image": os.path.join(image_root, text_field(item, "image")),
+            "texts": texts,
+            "box": box,
+            "size": size,
+        }
+
+    skips = SkipLog(annotation_file)
+    rows = parse_rows(data, parse, skips)
     rows = keep_rows_with_good_images(rows, skips, validate_images)
     missing_sizes = image_sizes([r["image"] for r in rows if None in r["size"]])
     columns = {"image": [], "text": [], "boxes": []}
@@ -93,7 +94,7 @@ def refcoco_dataset(
             row["texts"] if len(row["texts"]) > 1 else row["texts"][0]
         )
         columns["boxes"].append([x1 / width, y1 / height, x2 / width, y2 / height])
-    skips.report(len(data))
+    skips.report(len(data), kept=len(columns["image"]))
     if any(not isinstance(t, str) for t in columns["text"]):
         columns["text"] = [[t] if isinstance(t, str) else t for t in columns["text"]]
     return build_dataset(
@@ -105,5 +106,15 @@ def refcoco_dataset(
         random_crop_scale=(0.5, 1.0) if training else None,
         random_flip=training,
         shuffle=kwargs.pop("shuffle", training),
+        source=annotation_file,
         **kwargs,
     )
+
+
+def _number(value, name):
+    """`value` as a finite float, else `MalformedRow`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedRow(f"'{name}' must be numbers, got {value!r:.40}")
+    if not math.isfinite(value):
+        raise MalformedRow(f"'{name}' must be finite, got {value!r}")
+    return float(value)

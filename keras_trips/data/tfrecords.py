@@ -72,6 +72,10 @@ def tfrecord_dataset(
     """Read TFRecord shards (a glob pattern or list of files) into batched
     pre-training features; one caption per record is drawn at random.
 
+    Records are not checked again (`write_tfrecords` decodes every image
+    before writing it): an image that does not decode stops the iteration
+    with TensorFlow's decode error rather than being dropped unseen.
+
     Args:
         file_pattern: str or list of str.
         preprocessor: defaults to MLM masking (`mask_rate=0.15`).

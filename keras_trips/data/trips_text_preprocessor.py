@@ -18,11 +18,14 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
     random token and 10% stay unchanged. It runs inside a `tf.data` graph.
 
     Outputs a dict:
-    - `"token_ids"`: int32 `(B, sequence_length)`, the masked ids when masking;
-    - `"padding_mask"`: bool `(B, sequence_length)`, True on real tokens;
-    - with masking, `"mask_positions"` int32, `"mask_ids"` int32 (the original
-      ids) and `"mask_weights"` float32 (1 on real predictions, 0 on padding),
-      each `(B, mask_selection_length)`.
+    - `"token_ids"`: int32 `(B, sequence_length)`, the text (never masked);
+    - `"padding_mask"`: int32 `(B, sequence_length)`, 1 on real tokens (an
+      integer, as keras-hub backbones take it: `tf.distribute` averages a
+      batch, which it cannot do with booleans);
+    - with masking, `"masked_token_ids"` int32 `(B, sequence_length)`, the
+      text with the selected tokens replaced, and `"mask_positions"` int32,
+      `"mask_ids"` int32 (the original ids) and `"mask_weights"` float32 (1 on
+      real predictions, 0 on padding), each `(B, mask_selection_length)`.
 
     Args:
         vocabulary: str or list of str. A WordPiece `vocab.txt` path or the
@@ -98,11 +101,11 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
         token_ids, padding_mask = self.packer(self.tokenizer(texts))
         features = {
             "token_ids": tf.cast(token_ids, tf.int32),
-            "padding_mask": tf.cast(padding_mask, tf.bool),
+            "padding_mask": tf.cast(padding_mask, tf.int32),
         }
         if self.masker is not None:
             masked = self.masker(features["token_ids"])
-            features["token_ids"] = tf.cast(masked["token_ids"], tf.int32)
+            features["masked_token_ids"] = tf.cast(masked["token_ids"], tf.int32)
             features["mask_positions"] = tf.cast(masked["mask_positions"], tf.int32)
             features["mask_ids"] = tf.cast(masked["mask_ids"], tf.int32)
             features["mask_weights"] = tf.cast(masked["mask_weights"], tf.float32)

@@ -17,11 +17,15 @@ import re
 from keras_trips.data.pipeline import build_dataset
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.validation import (
+    ROW_ERRORS,
+    MalformedRow,
     SkipLog,
     default_image_root,
     keep_rows_with_good_images,
+    parse_rows,
     read_json,
     require_list,
+    text_field,
 )
 
 COCO_IMAGE_FILENAME = "COCO_{data_subtype}_{image_id:012d}.jpg"
@@ -93,7 +97,7 @@ def vqa_dataset(
     training=True,
     skip_unanswerable=None,
     image_filename=COCO_IMAGE_FILENAME,
-    validate_images="header",
+    validate_images="full",
     **kwargs,
 ):
     """Read VQA v2 questions (+ annotations) into batched
@@ -128,40 +132,36 @@ def vqa_dataset(
             read_json(annotations_file), annotations_file, "annotations"
         )
         for annotation in annotations:
+            # A malformed annotation leaves its question without answers,
+            # which is where it is counted.
             try:
-                answers_by_question[annotation["question_id"]] = [
-                    a["answer"] for a in annotation["answers"]
-                ]
-            except (TypeError, KeyError):
+                answers = [a["answer"] for a in annotation["answers"]]
+                if all(isinstance(a, str) for a in answers):
+                    answers_by_question[annotation["question_id"]] = answers
+            except ROW_ERRORS:
                 continue
         if answer_vocabulary is None:
             answer_vocabulary = vqa_answer_vocabulary(annotations_file, num_answers)
-    records = []
-    for index, question in enumerate(questions):
-        try:
-            image = question.get("image") or image_filename.format(
-                data_subtype=data.get("data_subtype", ""), image_id=question["image_id"]
+    subtype = data.get("data_subtype", "")
+
+    def parse(question):
+        image = question.get("image") if isinstance(question, dict) else None
+        if image is None:
+            image = image_filename.format(
+                data_subtype=subtype, image_id=question["image_id"]
             )
-            text = question["question"]
-            answers = answers_by_question.get(question["question_id"])
-        except (AttributeError, KeyError, TypeError, ValueError):
-            skips.add(
-                f"question {index}", "malformed row: needs 'question_id', 'question'"
-            )
-            continue
-        if not isinstance(text, str) or (annotations_file and answers is None):
-            skips.add(
-                f"question {index}", "malformed row: no question text or no answers"
-            )
-            continue
-        records.append(
-            {
-                "row_id": f"question {question['question_id']}",
-                "image": os.path.join(image_root, image),
-                "question": text,
-                "answers": answers,
-            }
-        )
+        elif not isinstance(image, str):
+            raise MalformedRow(f"'image' must be a string, got {image!r:.40}")
+        answers = answers_by_question.get(question["question_id"])
+        if annotations_file is not None and answers is None:
+            raise MalformedRow("no answers for its 'question_id'")
+        return {
+            "image": os.path.join(image_root, image),
+            "question": text_field(question, "question"),
+            "answers": answers,
+        }
+
+    records = parse_rows(questions, parse, skips, "question")
     return vqa_records_dataset(
         records,
         skips,
@@ -220,7 +220,7 @@ def easy_vqa_dataset(split="train", **kwargs):
         kwargs.pop("image_size", 64),
         training,
         kwargs.pop("skip_unanswerable", training),
-        kwargs.pop("validate_images", "header"),
+        kwargs.pop("validate_images", "full"),
         **kwargs,
     )
 
@@ -270,7 +270,7 @@ def vqa_records_dataset(
         columns["answer_weights"] = [
             list(t.values()) + [0.0] * (width - len(t)) for t in targets
         ]
-    skips.report(total)
+    skips.report(total, kept=len(columns["image"]))
     return build_dataset(
         columns,
         preprocessor or TRIPSTextPreprocessor(),
@@ -280,5 +280,6 @@ def vqa_records_dataset(
         num_answers=len(answer_vocabulary) if with_targets else None,
         random_crop_scale=(0.5, 1.0) if training else None,
         shuffle=kwargs.pop("shuffle", training),
+        source=skips.source,
         **kwargs,
     )

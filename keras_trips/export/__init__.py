@@ -4,7 +4,7 @@ TensorFlow is imported inside the functions only, so that importing
 keras_trips under JAX or torch touches no TensorFlow graph API.
 """
 
-from keras_trips.export import trips_serving_signatures
+from keras_trips.export import task_serving_signatures, trips_serving_signatures
 from keras_trips.export.export_saved_model import export_saved_model
 from keras_trips.export.serving_signature import (
     ServingSignature,

@@ -1,5 +1,9 @@
+import shutil
+import tempfile
+
 import keras
 
+from keras_trips.export.serving_inputs import serving_functions
 from keras_trips.export.serving_signature import serving_signatures
 
 TORCH_UNSUPPORTED = (
@@ -28,16 +32,22 @@ def export_saved_model(
     `"itm"` (image-text matching probability), `"image_embedding"` (text-free
     ITC image embeddings, for retrieval galleries), `"text_embedding"` and
     `"features"`; for a `TRIPSBackbone` `"features"`. Task models plug in
-    through `register_serving_signature`. The default signature is also
-    exported as `serving_default`.
+    through `register_serving_signature`.
 
-    Inputs have a dynamic batch dimension; the image size (the model's
-    `image_shape`) and the text length (`sequence_length`) are fixed, so
-    every patch-selection stage keeps a static number of tokens. Inputs:
-    `images` float32 `(B, H, W, C)` CLIP-normalised, `token_ids` int32
-    `(B, L)` WordPiece ids packed as `[CLS] ... [SEP] [PAD]...` (as
-    `keras_trips.data.TRIPSTextPreprocessor` makes them), `padding_mask` bool
-    `(B, L)`. The SavedModel needs neither Keras nor keras_trips to run.
+    A signature with images is served twice (see
+    `keras_trips.export.serving_inputs`): `<name>` takes `images_uint8`,
+    raw 0-255 pixels, uint8 `(B, height, width, 3)` of any size, resized and
+    CLIP-normalised inside as in training; `<name>_normalized` takes
+    `images_normalized`, float32 `(B, H, W, C)` at the model's `image_shape`,
+    already normalised (raw pixels sent as floats are rejected). The default
+    signature's raw-pixel form is also `serving_default`. Text inputs:
+    `token_ids` int32 `(B, L)` WordPiece ids packed as `[CLS] ... [SEP]
+    [PAD]...` (as `keras_trips.data.TRIPSTextPreprocessor` makes them),
+    `padding_mask` bool `(B, L)`. The batch dimension is dynamic and must be
+    the same for every input (checked); the text length is fixed at export,
+    and so is the model's image size, so every patch-selection stage keeps a
+    static number of tokens. The SavedModel needs neither Keras nor
+    keras_trips to run.
 
     Works under the TensorFlow and JAX backends (JAX through jax2tf, native
     serialization: the graph holds `XlaCallModule` ops for the platform it was
@@ -57,24 +67,24 @@ def export_saved_model(
         verbose: bool. Let Keras print the exported endpoints.
 
     Returns:
-        The names of the exported signatures, the default first.
+        The names of the served signatures (raw-pixel and normalised forms),
+        the default first; `serving_default` is the first one.
 
     Example:
     ```python
-    pretrainer = keras.saving.load_model("trips.keras")
+    pretrainer = keras_trips.utils.load_model("trips.keras")
     keras_trips.export.export_saved_model(
         pretrainer, "serving/trips/1", sequence_length=30
     )
     # In a process without Keras:
     served = tf.saved_model.load("serving/trips/1")
     served.signatures["serving_default"](
-        images=images, token_ids=token_ids, padding_mask=padding_mask
+        images_uint8=pixels, token_ids=token_ids, padding_mask=padding_mask
     )["itm_probability"]
     ```
     """
     if keras.backend.backend() not in ("tensorflow", "jax"):
         raise NotImplementedError(TORCH_UNSUPPORTED)
-    import tensorflow as tf
 
     available = serving_signatures(model)
     names = list(available) if signatures is None else list(signatures)
@@ -101,31 +111,58 @@ def export_saved_model(
             f"(the model's max_sequence_length). Received: {sequence_length}"
         )
 
-    endpoint_options = {}
-    if keras.backend.backend() == "jax":
-        # Inference only: no custom gradients to serialise (and warn about).
-        endpoint_options["jax2tf_kwargs"] = {"with_gradient": False}
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     # ExportArchive serves its first endpoint as `serving_default`.
     names.remove(default_signature)
     names.insert(0, default_signature)
+    specs = {
+        name: available[name].input_specs(backbone, sequence_length) for name in names
+    }
+    # What the served functions call, and the object holding its variables.
+    if keras.backend.backend() == "jax":
+        holder = _jax2tf_endpoints(model, available, specs)
+        model_functions = {name: getattr(holder, name) for name in names}
+    else:
+        holder = model
+        model_functions = {name: _endpoint(available[name], model) for name in names}
+    served = {}
     for name in names:
-        signature = available[name]
-        specs = {
-            input_name: tf.TensorSpec(shape, dtype, name=input_name)
-            for input_name, (shape, dtype) in signature.input_specs(
-                backbone, sequence_length
-            ).items()
-        }
+        served.update(serving_functions(name, model_functions[name], specs[name]))
+    archive = keras.export.ExportArchive()
+    archive.track(holder)
+    for name, function in served.items():
+        archive.add_endpoint(name, function)
+    archive.write_out(path, verbose=verbose)
+    return list(served)
+
+
+def _jax2tf_endpoints(model, available, specs):
+    """The endpoints under JAX, as jax2tf conversions written out and
+    reloaded: the TensorFlow object holding them (the checks and
+    preprocessing around them are TensorFlow ops, which a converted JAX
+    function cannot hold)."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, input_specs in specs.items():
         archive.add_endpoint(
             name,
-            _endpoint(signature, model),
-            input_signature=[specs],
-            **endpoint_options,
+            _endpoint(available[name], model),
+            input_signature=[
+                {
+                    key: tf.TensorSpec(shape, dtype, name=key)
+                    for key, (shape, dtype) in input_specs.items()
+                }
+            ],
+            # Inference only: no custom gradients to serialise (and warn about).
+            jax2tf_kwargs={"with_gradient": False},
         )
-    archive.write_out(path, verbose=verbose)
-    return names
+    scratch = tempfile.mkdtemp()
+    try:
+        archive.write_out(scratch, verbose=False)
+        return tf.saved_model.load(scratch)
+    finally:
+        shutil.rmtree(scratch)
 
 
 def _endpoint(signature, model):

@@ -2,7 +2,8 @@ import keras
 
 # Inputs every signature may name; the batch dimension is left dynamic.
 STANDARD_INPUTS = {
-    # CLIP-normalised images at the model's `image_shape`.
+    # CLIP-normalised images at the model's `image_shape`; served as raw
+    # uint8 pixels and as normalised float32 (see `serving_inputs`).
     "images": lambda backbone, sequence_length: (backbone.image_shape, "float32"),
     "token_ids": lambda backbone, sequence_length: ((sequence_length,), "int32"),
     "padding_mask": lambda backbone, sequence_length: ((sequence_length,), "bool"),
@@ -21,22 +22,29 @@ class ServingSignature:
             dict of the named inputs. Written with `keras.ops`, so that it
             traces under TensorFlow and converts through jax2tf under JAX;
             inference mode (`training=False`).
-        inputs: tuple of input names. The standard ones are `"images"`
-            float32 `(B, H, W, C)` (CLIP-normalised, `H, W, C` the model's
-            `image_shape`), `"token_ids"` int32 `(B, L)` and `"padding_mask"`
-            bool `(B, L)`, `L` the `sequence_length` fixed at export.
+        inputs: tuple of the model inputs that `function` reads. The
+            standard ones are `"images"` float32 `(B, H, W, C)`
+            (CLIP-normalised, `H, W, C` the model's `image_shape`),
+            `"token_ids"` int32 `(B, L)` and `"padding_mask"` bool `(B, L)`,
+            `L` the `sequence_length` fixed at export. A signature with
+            `"images"` is served as `name` with raw uint8 `images_uint8` and
+            as `name + "_normalized"` with `images_normalized`.
         custom_inputs: optional callable `(backbone, sequence_length) -> dict`
             mapping the names of other inputs to `(shape without the batch
-            dimension, dtype)`, e.g. an image pair `(2, H, W, C)`.
+            dimension, dtype)`, e.g. an image pair `"images"` of shape
+            `(2, H, W, C)`.
         description: str. One line for `--help` texts and the docs.
 
     Example:
     ```python
+    class AnswerClassifier(keras.Model):
+        ...  # your task model: a TRIPSBackbone and a head
+
     def answer_scores(model, inputs):
         return {"answer_scores": model(inputs, training=False)}
 
     register_serving_signature(
-        VQAClassifier,
+        AnswerClassifier,
         ServingSignature(
             "answer", answer_scores, ("images", "token_ids", "padding_mask")
         ),

@@ -33,9 +33,10 @@ def image_text_matching(pretrainer, inputs):
     backbone = pretrainer.backbone
     text = backbone.encode_text(inputs["token_ids"], inputs["padding_mask"])
     image = backbone.encode_image(inputs["images"], text[:, 0])
-    fused = backbone.fuse(text, image, inputs["padding_mask"])
-    logits = ops.cast(pretrainer.itm_head(fused[:, 0]), "float32")
-    return {"itm_probability": ops.softmax(logits)[:, 1], "itm_logits": logits}
+    probability, logits = pretrainer.match_probability(
+        text, image, inputs["padding_mask"], return_logits=True
+    )
+    return {"itm_probability": probability, "itm_logits": logits}
 
 
 def image_embedding(pretrainer, inputs):

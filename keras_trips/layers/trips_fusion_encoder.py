@@ -1,6 +1,7 @@
 import keras
 import keras_hub
 
+from keras_trips.layers.input_checks import check_batch_sizes, check_dtype
 from keras_trips.layers.trips_text_encoder import (
     bert_kernel_initializer,
     check_padding_mask,
@@ -104,6 +105,11 @@ class TRIPSFusionEncoder(keras.layers.Layer):
         training=None,
     ):
         self._check_widths(text_sequence.shape, image_tokens.shape)
+        check_dtype(text_sequence, "text_sequence", "float")
+        check_dtype(image_tokens, "image_tokens", "float")
+        check_batch_sizes(
+            text_sequence=text_sequence.shape, image_tokens=image_tokens.shape
+        )
         check_padding_mask(
             padding_mask, text_sequence.shape, "padding_mask", "text_sequence"
         )

@@ -3,6 +3,8 @@ import math
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import check_tensor
+
 STEMS = ("patch", "conv")
 
 
@@ -124,6 +126,7 @@ class TRIPSPatchEmbedding(keras.layers.Layer):
         )
 
     def call(self, images):
+        check_tensor(images, "images", ("batch", *self.image_shape), "float")
         for layer in self.stem_layers:
             images = layer(images)
         patches = self.projection(images)

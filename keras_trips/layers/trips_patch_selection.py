@@ -3,6 +3,8 @@ import math
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import check_batch_sizes, check_dtype
+
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSPatchSelection(keras.layers.Layer):
@@ -72,8 +74,9 @@ class TRIPSPatchSelection(keras.layers.Layer):
     def num_kept(self, num_tokens, keep_rate=None):
         """Returns k, the number of the `num_tokens` image tokens kept."""
         keep_rate = self.keep_rate if keep_rate is None else keep_rate
-        # round() first so that 0.7 * 10 is 7, not ceil(7.000000000000001) = 8.
-        return min(num_tokens, math.ceil(round(keep_rate * num_tokens, 6)))
+        # round() first so that 0.7 * 10 is 7, not ceil(7.000000000000001) = 8;
+        # at least 1, as ceil(rate * N) is for any rate in (0, 1].
+        return min(num_tokens, max(1, math.ceil(round(keep_rate * num_tokens, 6))))
 
     def selects(self, num_tokens, keep_rate=None):
         """Whether selection changes a sequence of `num_tokens` image tokens."""
@@ -104,7 +107,7 @@ class TRIPSPatchSelection(keras.layers.Layer):
             )
         if width % self.num_heads:
             raise ValueError(
-                f"The token width {width} is not divisible by num_heads="
+                f"The `tokens` width {width} is not divisible by num_heads="
                 f"{self.num_heads}."
             )
         if keys_shape is not None and tuple(keys_shape[1:]) != tuple(tokens_shape[1:]):
@@ -120,10 +123,11 @@ class TRIPSPatchSelection(keras.layers.Layer):
                 )
             if query_shape[-1] != width:
                 raise ValueError(
-                    f"The query width {query_shape[-1]} does not match the token "
+                    f"The `query` width {query_shape[-1]} does not match the token "
                     f"width {width}. Received query shape {query_shape}, tokens "
                     f"shape {tokens_shape}"
                 )
+        check_batch_sizes(tokens=tokens_shape, query=query_shape, keys=keys_shape)
 
     def score(self, query, keys):
         """Attention of the queries on the image tokens, `(B, N)`, sums to 1.
@@ -161,6 +165,8 @@ class TRIPSPatchSelection(keras.layers.Layer):
         kept = ops.take(
             ops.reshape(patches, (-1, width)), indices + offsets[:, None], axis=0
         )
+        # A no-op, except for an empty batch, whose gather JAX flattens.
+        kept = ops.reshape(kept, (-1, k, width))
         outputs = [cls_token, kept]
         if self.fuse_inattentive:
             kept_mask = ops.sum(ops.one_hot(indices, num_tokens, dtype=scores.dtype), 1)
@@ -175,6 +181,9 @@ class TRIPSPatchSelection(keras.layers.Layer):
             None if query is None else query.shape,
             None if keys is None else keys.shape,
         )
+        for name, x in (("tokens", tokens), ("query", query), ("keys", keys)):
+            if x is not None:
+                check_dtype(x, name, "float")
         num_tokens = tokens.shape[1] - 1
         selects = self.selects(num_tokens)
         if not selects and not return_indices:

@@ -2,6 +2,8 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_trips.layers.input_checks import check_dtype
+
 
 def validate_token_ids(token_ids, vocabulary_size):
     """Raise a `ValueError` if concrete token ids fall outside the vocabulary.
@@ -30,6 +32,7 @@ def check_padding_mask(padding_mask, sequence_shape, mask_name, sequence_name):
     """
     if padding_mask is None:
         return
+    check_dtype(padding_mask, mask_name, "mask")
     mask_shape = tuple(padding_mask.shape)
     expected = tuple(sequence_shape[:2])
     if len(mask_shape) != 2 or any(
@@ -216,6 +219,8 @@ class TRIPSTextEncoder(keras.layers.Layer):
                 f"`token_ids` has sequence length {shape[1]}, longer than "
                 f"`max_sequence_length` ({self.max_sequence_length})."
             )
+        if shape[1] == 0:
+            raise ValueError("`token_ids` must hold at least one token ([CLS]).")
         check_padding_mask(padding_mask, shape, "padding_mask", "token_ids")
         values = _concrete_values(token_ids)
         if values is not None:

@@ -1,7 +1,13 @@
+import weakref
+
 import keras
 from keras import ops
 
-from keras_trips.layers.trips_patch_selection import TRIPSPatchSelection
+from keras_trips.layers.input_checks import check_batch_sizes, check_tensor
+from keras_trips.layers.trips_patch_selection import (
+    TRIPSPatchSelection,
+    validate_keep_rate,
+)
 
 GUIDANCE_MODES = ("text", "image", "text+image", "random")
 
@@ -20,10 +26,15 @@ ACTIVATIONS = {"quick_gelu": quick_gelu}
 class TRIPSVisionBlock(keras.layers.Layer):
     """Pre-LN ViT block with an optional TRIPS patch-selection stage.
 
-    Selection sits between the attention residual and the MLP (SPEC §1, as
+    Selection sits between the attention residual and the MLP (docs/method.md, as
     in EViT). Its guidance query is the text [CLS] passed through this
     block's own LayerNorm and query projection, so it adds no weights; the
     keys are the ones the block's attention already computed.
+
+    The query, key and value projections are one `Dense`, `qkv_dense`, whose
+    output is `[query | key | value]` (timm's `qkv` layout);
+    `query_dense`, `key_dense` and `value_dense` project with its thirds.
+    Files saved when they were three `Dense` layers load into it.
 
     Args:
         hidden_dim: int. Token width.
@@ -90,8 +101,8 @@ class TRIPSVisionBlock(keras.layers.Layer):
         self.activation = activation
 
         # === Layers ===
-        def dense(units, name, activation=None):
-            return keras.layers.Dense(
+        def dense(units, name, activation=None, layer_class=keras.layers.Dense):
+            return layer_class(
                 units,
                 activation=activation,
                 kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
@@ -105,9 +116,13 @@ class TRIPSVisionBlock(keras.layers.Layer):
             )
 
         self.attention_norm = layer_norm("attention_norm")
-        self.query_dense = dense(hidden_dim, "query")
-        self.key_dense = dense(hidden_dim, "key")
-        self.value_dense = dense(hidden_dim, "value")
+        # One projection for query, key and value, as in timm: one matmul is
+        # faster than three on every backend.
+        self.qkv_dense = dense(3 * hidden_dim, "qkv", layer_class=_FusedProjection)
+        self.query_dense, self.key_dense, self.value_dense = (
+            _ProjectionPart(self.qkv_dense, index, dtype=self.dtype_policy, name=name)
+            for index, name in enumerate(("query", "key", "value"))
+        )
         self.output_dense = dense(hidden_dim, "attention_output")
         self.mlp_norm = layer_norm("mlp_norm")
         self.mlp_intermediate = dense(
@@ -131,8 +146,7 @@ class TRIPSVisionBlock(keras.layers.Layer):
     def build(self, tokens_shape=None, *args, **kwargs):
         token_shape = (None, None, self.hidden_dim)
         self.attention_norm.build(token_shape)
-        for layer in (self.query_dense, self.key_dense, self.value_dense):
-            layer.build(token_shape)
+        self.qkv_dense.build(token_shape)
         self.output_dense.build(token_shape)
         self.mlp_norm.build(token_shape)
         self.mlp_intermediate.build(token_shape)
@@ -168,17 +182,19 @@ class TRIPSVisionBlock(keras.layers.Layer):
         keep_rate=None,
         training=None,
     ):
-        normed = self.attention_norm(tokens)
-        query = self.query_dense(normed)
-        keys = self.key_dense(normed)
-        values = self.value_dense(normed)
+        self._check_inputs(tokens, text_embedding, keep_rate)
+        qkv = self.qkv_dense(self.attention_norm(tokens))
+        query, keys, values = ops.split(qkv, 3, axis=-1)
         attended = ops.dot_product_attention(
             self._split_heads(query),
             self._split_heads(keys),
             self._split_heads(values),
         )
         attended = ops.reshape(attended, (-1, tokens.shape[1], self.hidden_dim))
-        x = tokens + self.dropout_layer(self.output_dense(attended), training=training)
+        x = tokens + self._dropout(self.output_dense(attended), training)
+        # Free what the MLP does not need: on eager backends (torch) a lower
+        # peak of live memory means fewer fresh, page-faulting allocations.
+        del qkv, values, attended
 
         indices = scores = None
         keep_rate = self.keep_rate if keep_rate is None else keep_rate
@@ -188,10 +204,27 @@ class TRIPSVisionBlock(keras.layers.Layer):
             guidance_query = self.guidance_query(query, text_embedding, guidance)
             scores = self.selection.score(guidance_query, keys)
             x, indices = self.selection.select(x, scores, keep_rate)
+        del query, keys
 
-        hidden = self.mlp_intermediate(self.mlp_norm(x))
-        x = x + self.dropout_layer(self.mlp_output(hidden), training=training)
-        return x, indices, scores
+        hidden = self.mlp_output(self.mlp_intermediate(self.mlp_norm(x)))
+        return x + self._dropout(hidden, training), indices, scores
+
+    def _dropout(self, x, training):
+        # At rate 0 the Dropout layer is the identity; skipping its call saves
+        # Keras' per-call overhead (noticeable on eager torch).
+        if not self.dropout:
+            return x
+        return self.dropout_layer(x, training=training)
+
+    def _check_inputs(self, tokens, text_embedding, keep_rate):
+        check_tensor(tokens, "tokens", ("batch", "length", self.hidden_dim), "float")
+        if text_embedding is not None:
+            check_tensor(
+                text_embedding, "text_embedding", ("batch", self.hidden_dim), "float"
+            )
+            check_batch_sizes(tokens=tokens.shape, text_embedding=text_embedding.shape)
+        if keep_rate is not None:
+            validate_keep_rate(keep_rate)
 
     def get_config(self):
         config = super().get_config()
@@ -208,3 +241,72 @@ class TRIPSVisionBlock(keras.layers.Layer):
             }
         )
         return config
+
+
+class _FusedProjection(keras.layers.Dense):
+    """A block's query, key and value projections as one `Dense`.
+
+    Files saved before the projections were fused hold nothing under its
+    name: there the block's `_ProjectionPart`s load it (see there).
+    """
+
+    def load_own_variables(self, store):
+        if len(store.keys()):
+            super().load_own_variables(store)
+
+
+class _ProjectionPart(keras.layers.Layer):
+    """The query, key or value third of a block's `_FusedProjection`.
+
+    Calling it projects with that third: `block.query_dense(x)` is the query
+    projection. It holds no weights. Files saved before the projections were
+    fused hold them apart, as `Dense` layers under the block's `query_dense`,
+    `key_dense` and `value_dense`; each part loads its third of the fused
+    kernel and bias from there.
+
+    Args:
+        projection: the `_FusedProjection` whose third this is.
+        index: int. 0 for the query, 1 for the key, 2 for the value.
+        **kwargs: standard `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, projection, index, **kwargs):
+        super().__init__(**kwargs)
+        # Held weakly: a tracked reference would make Keras save the fused
+        # weights under this layer's path too.
+        self._projection = weakref.ref(projection)
+        self.index = index
+        self.built = True
+
+    def call(self, inputs):
+        # The whole projection, sliced: right for quantized kernels too. Only
+        # the guidance's text token goes through here, so the two wasted
+        # thirds cost next to nothing.
+        projected = self._projection()(inputs)
+        width = projected.shape[-1] // 3
+        return projected[..., self.index * width : (self.index + 1) * width]
+
+    def save_own_variables(self, store):
+        # The fused projection saves the weights.
+        pass
+
+    def load_own_variables(self, store):
+        if not len(store.keys()):
+            return  # a file with the fused layout
+        projection = self._projection()
+        if len(store.keys()) != 2:
+            raise ValueError(
+                f"Layer '{self.name}' of a file saved before the fused query, key "
+                "and value projection must hold a kernel and a bias. Received "
+                f"{len(store.keys())} variables."
+            )
+        width = projection.units // 3
+        start = self.index * width
+        for variable, value, origin in (
+            (projection.kernel, store["0"], (0, start)),
+            (projection.bias, store["1"], (start,)),
+        ):
+            value = ops.cast(value, variable.dtype)
+            variable.assign(
+                ops.slice_update(ops.convert_to_tensor(variable), origin, value)
+            )

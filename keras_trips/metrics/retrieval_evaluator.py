@@ -65,7 +65,8 @@ class RetrievalEvaluator:
         return similarity, np.concatenate(text_states)
 
     def itm_scores(self, images, text_states, padding_mask, pairs):
-        """P(match) of the ITM head for `(image index, text index)` pairs."""
+        """P(match) (`TRIPSPretrainer.match_probability`) of `(image index,
+        text index)` pairs, each image encoded under its text's guidance."""
         backbone = self.pretrainer.backbone
         scores = []
         for part in self._batches(len(pairs)):
@@ -73,9 +74,8 @@ class RetrievalEvaluator:
             texts = text_states[text_index]
             mask = padding_mask[text_index]
             tokens = backbone.encode_image(images[image_index], texts[:, 0])
-            fused = backbone.fuse(texts, tokens, mask)
-            logits = ops.cast(self.pretrainer.itm_head(fused[:, 0]), "float32")
-            scores.append(ops.convert_to_numpy(ops.softmax(logits)[:, 1]))
+            probability = self.pretrainer.match_probability(texts, tokens, mask)
+            scores.append(ops.convert_to_numpy(probability))
         return np.concatenate(scores)
 
     def evaluate(self, images, token_ids, padding_mask, text_images, ks=(1, 5, 10)):

@@ -1,6 +1,11 @@
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import (
+    check_batch_sizes,
+    check_keys,
+    check_tensor,
+)
 from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
@@ -22,7 +27,7 @@ PRESETS = {
         selection_layers=(1, 3),
         keep_rate=0.7,
     ),
-    # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (SPEC §2).
+    # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (docs/method.md).
     "base": dict(
         vocabulary_size=30522,
         image_shape=(224, 224, 3),
@@ -43,7 +48,7 @@ PRESETS = {
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSBackbone(keras.Model):
-    """The TRIPS vision-language backbone (ALBEF-style, SPEC §2).
+    """The TRIPS vision-language backbone (ALBEF-style, docs/method.md).
 
     Text encoder -> text [CLS] -> vision encoder guided by it (TRIPS patch
     selection) -> fusion encoder (text self-attention, cross-attention to the
@@ -273,11 +278,29 @@ class TRIPSBackbone(keras.Model):
 
     def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
         """Fusion states `(B, L, D)`: text attending to the image tokens."""
+        width = self.hidden_dim
+        check_tensor(
+            text_sequence, "text_sequence", ("batch", "length", width), "float"
+        )
+        check_tensor(
+            image_sequence, "image_sequence", ("batch", "tokens", width), "float"
+        )
+        check_batch_sizes(
+            text_sequence=text_sequence,
+            image_sequence=image_sequence,
+            padding_mask=padding_mask,
+        )
         return self.fusion_encoder(
             text_sequence, image_sequence, padding_mask=padding_mask, training=training
         )
 
     def call(self, inputs, keep_rate=None, training=None):
+        check_keys(inputs, "inputs", ("images", "token_ids"), ("padding_mask",))
+        check_batch_sizes(
+            images=inputs["images"],
+            token_ids=inputs["token_ids"],
+            padding_mask=inputs.get("padding_mask"),
+        )
         padding_mask = inputs.get("padding_mask")
         if padding_mask is None:
             padding_mask = ops.not_equal(inputs["token_ids"], 0)

@@ -1,17 +1,25 @@
 import keras
-import keras_hub
 from keras import ops
 
-from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
-from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
-from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
+from keras_trips.losses.hard_negatives import sample_hard_negatives
+from keras_trips.losses.image_text_contrastive import (
+    contrastive_embedding,
+    image_text_contrastive_loss,
+)
+from keras_trips.losses.image_text_matching import (
+    hard_negative_triples,
+    image_text_matching_loss,
+)
+from keras_trips.losses.masked_lm import masked_lm_loss
+from keras_trips.models.default_optimizer import default_optimizer
+from keras_trips.models.trips_momentum_model import TRIPSMomentumModel, masked_lm_head
 from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
-EMBEDDING_POOLINGS = ("cls", "mean")
-# Variables that AdamW's weight decay leaves alone, by name.
-NO_WEIGHT_DECAY = ["bias", "gamma", "beta", "temperature", "class_token", "position"]
+# The first `.keras` layout kept the momentum model's layers and queues in
+# the pretrainer itself: its own variables were the temperature and these.
+LEGACY_MOMENTUM_VARIABLES = 3
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -20,17 +28,28 @@ class TRIPSPretrainer(keras.Model):
 
     One text-guided vision pass per pair: the caption's text [CLS] guides the
     patch selection of its own image; ITM negatives and MLM reuse those image
-    tokens (SPEC §3). With `use_momentum=True`, an EMA copy of the model (as
-    ALBEF's: text, vision and fusion encoders, ITC projections and MLM head)
-    provides distillation targets for ITC and MLM, and feature queues add ITC
-    negatives.
+    tokens (docs/method.md). The objectives:
+
+    - ITC: symmetric InfoNCE of the image and text embeddings over the batch
+      (`keras_trips.losses.image_text_contrastive_loss`);
+    - ITM: a binary match head (`match_probability`) on the positives and,
+      per image and per text, a hard negative drawn from the batch in
+      proportion to the ITC similarity
+      (`keras_trips.losses.sample_hard_negatives`, `image_text_matching_loss`);
+    - MLM: the masked tokens predicted from the fusion output
+      (`keras_trips.losses.masked_lm_loss`).
+
+    With `use_momentum=True`, a `TRIPSMomentumModel` (an EMA copy of the
+    text, vision and fusion encoders, ITC projections and MLM head) provides
+    distillation targets for ITC and MLM, and its feature queues add ITC
+    negatives. Under TensorFlow data parallelism each replica contrasts its
+    rows with the global batch (`keras_trips.utils.replicas`).
 
     Inputs are the pre-training batches of `keras_trips.data`:
     `{"images", "token_ids", "padding_mask"}` and, for MLM,
-    `"mask_positions"`, `"mask_ids"`, `"mask_weights"` (then `token_ids`
-    holds the masked text; the unmasked text for ITC and ITM is restored from
-    `mask_ids`). Calling the model returns the losses and accuracies;
-    `fit()` logs each of them beside the total `loss`.
+    `"masked_token_ids"`, `"mask_positions"`, `"mask_ids"`, `"mask_weights"`.
+    Calling the model returns the losses and accuracies; `fit()` logs each of
+    them beside the total `loss`.
 
     Args:
         backbone: a `TRIPSBackbone`.
@@ -62,39 +81,44 @@ class TRIPSPretrainer(keras.Model):
         momentum=0.995,
         queue_size=65536,
         distillation_alpha=0.4,
-        embedding_pooling="cls",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if embedding_pooling not in EMBEDDING_POOLINGS:
-            raise ValueError(
-                f"`embedding_pooling` must be one of {EMBEDDING_POOLINGS}. "
-                f"Received: {embedding_pooling!r}"
-            )
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
 
         # === Layers ===
         self.backbone = backbone
-        self.vision_projection = self._projection(embedding_dim, "vision_projection")
-        self.text_projection = self._projection(embedding_dim, "text_projection")
-        self.itm_head = keras.layers.Dense(
-            2, dtype=backbone.dtype_policy, name="itm_head"
+        dtype = backbone.dtype_policy
+        self.vision_projection = keras.layers.Dense(
+            embedding_dim, dtype=dtype, name="vision_projection"
         )
-        self.mlm_head = self._masked_lm_head(backbone.token_embedding, "mlm_head")
+        self.text_projection = keras.layers.Dense(
+            embedding_dim, dtype=dtype, name="text_projection"
+        )
+        self.itm_head = keras.layers.Dense(2, dtype=dtype, name="itm_head")
+        self.mlm_head = masked_lm_head(backbone.token_embedding, dtype, "mlm_head")
+        # Draws the ITM hard negatives.
         self.seed_generator = keras.random.SeedGenerator(seed=0)
-        text_width = backbone.text_hidden_dim
-        self.vision_projection.build((None, backbone.hidden_dim))
-        self.text_projection.build((None, text_width))
-        self.itm_head.build((None, text_width))
-        self.mlm_head.build((None, None, text_width))
+        hidden_dim = backbone.hidden_dim
+        self.vision_projection.build((None, hidden_dim))
+        self.text_projection.build((None, hidden_dim))
+        self.itm_head.build((None, hidden_dim))
+        self.mlm_head.build((None, None, hidden_dim))
         self.temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(temperature),
             name="temperature",
         )
+        self.momentum_model = None
         if use_momentum:
-            self._build_momentum_model(embedding_dim, queue_size)
+            self.momentum_model = TRIPSMomentumModel(
+                self.online_layers(),
+                momentum=momentum,
+                queue_size=queue_size,
+                dtype=dtype,
+                name="momentum_model",
+            )
         # Every weight exists now; exporting (ExportArchive.track) needs it said.
         self.built = True
 
@@ -105,353 +129,194 @@ class TRIPSPretrainer(keras.Model):
         self.momentum = momentum
         self.queue_size = queue_size
         self.distillation_alpha = distillation_alpha
-        self.embedding_pooling = embedding_pooling
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in LOSSES + ACCURACIES
         }
 
-    def _projection(self, embedding_dim, name):
-        return keras.layers.Dense(
-            embedding_dim, dtype=self.backbone.dtype_policy, name=name
+    def online_layers(self):
+        """The layers the momentum model copies, in its order."""
+        return (
+            self.backbone.text_encoder,
+            self.backbone.vision_encoder,
+            self.backbone.fusion_encoder,
+            self.vision_projection,
+            self.text_projection,
+            self.mlm_head,
         )
-
-    def _masked_lm_head(self, token_embedding, name):
-        return keras_hub.layers.MaskedLMHead(
-            token_embedding=token_embedding,
-            intermediate_activation="gelu",
-            layer_norm_epsilon=1e-12,
-            dtype=self.backbone.dtype_policy,
-            name=name,
-        )
-
-    def _build_momentum_model(self, embedding_dim, queue_size):
-        def clone(layer, cls):
-            return cls.from_config(
-                {**layer.get_config(), "name": f"momentum_{layer.name}"}
-            )
-
-        backbone = self.backbone
-        self.momentum_text_encoder = clone(backbone.text_encoder, TRIPSTextEncoder)
-        self.momentum_text_encoder.build((None, None))
-        self.momentum_vision_encoder = clone(
-            backbone.vision_encoder, TRIPSVisionEncoder
-        )
-        self.momentum_fusion_encoder = clone(
-            backbone.fusion_encoder, TRIPSFusionEncoder
-        )
-        text_shape = (None, None, backbone.text_hidden_dim)
-        self.momentum_fusion_encoder.build(
-            text_shape, (None, None, backbone.hidden_dim)
-        )
-        self.momentum_guidance_dense = None
-        if backbone.guidance_dense is not None:
-            self.momentum_guidance_dense = clone(
-                backbone.guidance_dense, keras.layers.Dense
-            )
-            self.momentum_guidance_dense.build((None, backbone.text_hidden_dim))
-        self.momentum_mlm_head = self._masked_lm_head(
-            self.momentum_text_encoder.token_embedding, "momentum_mlm_head"
-        )
-        self.momentum_mlm_head.build(text_shape)
-        self.momentum_vision_projection = self._projection(
-            embedding_dim, "momentum_vision_projection"
-        )
-        self.momentum_text_projection = self._projection(
-            embedding_dim, "momentum_text_projection"
-        )
-        self.momentum_vision_projection.build((None, backbone.hidden_dim))
-        self.momentum_text_projection.build((None, backbone.text_hidden_dim))
-        for online, target in self._momentum_pairs():
-            target.trainable = False
-            # A copy: JAX must not see one buffer behind two variables.
-            target.assign(ops.copy(online.value))
-
-        def unit_rows(shape, dtype=None):
-            rows = keras.random.normal(shape, seed=1)
-            return rows / ops.norm(rows, axis=-1, keepdims=True)
-
-        self.image_queue = self.add_weight(
-            shape=(queue_size, embedding_dim),
-            initializer=unit_rows,
-            trainable=False,
-            name="image_queue",
-        )
-        self.text_queue = self.add_weight(
-            shape=(queue_size, embedding_dim),
-            initializer=unit_rows,
-            trainable=False,
-            name="text_queue",
-        )
-        self.queue_pointer = self.add_weight(
-            shape=(),
-            initializer="zeros",
-            dtype="int32",
-            trainable=False,
-            name="queue_pointer",
-        )
-
-    def _momentum_pairs(self):
-        """(online variable, momentum variable) for every EMA'd weight."""
-        pairs = {}
-        layers = [
-            (self.backbone.text_encoder, self.momentum_text_encoder),
-            (self.backbone.vision_encoder, self.momentum_vision_encoder),
-            (self.backbone.fusion_encoder, self.momentum_fusion_encoder),
-            (self.vision_projection, self.momentum_vision_projection),
-            (self.text_projection, self.momentum_text_projection),
-            (self.mlm_head, self.momentum_mlm_head),
-        ]
-        if self.momentum_guidance_dense is not None:
-            layers.append((self.backbone.guidance_dense, self.momentum_guidance_dense))
-        for online, target in layers:
-            # The MLM heads list their tied token embeddings again: once each.
-            for pair in zip(online.weights, target.weights):
-                pairs.setdefault(id(pair[1]), pair)
-        return list(pairs.values())
 
     @property
     def metrics(self):
         return [*super().metrics, *self.trackers.values()]
 
-    # === Embeddings ===
+    # === Embeddings and scores ===
 
     def embed_image(self, image_tokens):
         """The L2-normalised ITC embedding of the vision encoder's output."""
-        return self._embed(self.vision_projection, image_tokens)
+        return contrastive_embedding(self.vision_projection, image_tokens)
 
-    def embed_text(self, text_states, padding_mask=None):
+    def embed_text(self, text_states):
         """The L2-normalised ITC embedding of the text encoder's output."""
-        return self._embed(self.text_projection, text_states, padding_mask)
+        return contrastive_embedding(self.text_projection, text_states)
 
-    def _embed(self, projection, states, padding_mask=None):
-        if self.embedding_pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            # The mean of the tokens after [CLS]: image patches (kept and
-            # fused), or the real text tokens.
-            weights = ops.ones(ops.shape(states)[:2], states.dtype)
-            if padding_mask is not None:
-                weights = ops.cast(padding_mask, states.dtype)
-            weights = weights[:, 1:, None]
-            pooled = ops.sum(states[:, 1:] * weights, axis=1) / ops.maximum(
-                ops.sum(weights, axis=1), 1.0
-            )
-        embedding = ops.cast(projection(pooled), "float32")
-        return embedding / (ops.norm(embedding, axis=-1, keepdims=True) + 1e-12)
+    def match_probability(
+        self,
+        text_states,
+        image_tokens,
+        padding_mask,
+        training=None,
+        return_logits=False,
+    ):
+        """ITM: the probability `(B,)` that each text matches its image.
 
-    # === Pieces of the forward pass ===
+        The text states attend to the image tokens in the fusion encoder;
+        the ITM head reads the fused [CLS].
 
-    def _momentum_update(self):
-        for online, target in self._momentum_pairs():
-            target.assign(
-                self.momentum * target
-                + (1.0 - self.momentum) * ops.stop_gradient(online)
-            )
-
-    def _momentum_features(self, images, token_ids, padding_mask):
-        """The momentum model's image tokens and (image, text) ITC embeddings."""
-        text = self.momentum_text_encoder(token_ids, padding_mask=padding_mask)
-        guidance = text[:, 0]
-        if self.momentum_guidance_dense is not None:
-            guidance = self.momentum_guidance_dense(guidance)
-        image = self.momentum_vision_encoder(
-            {"images": images, "text_embedding": guidance}
-        )
-        image_embedding = self._embed(self.momentum_vision_projection, image)
-        text_embedding = self._embed(self.momentum_text_projection, text, padding_mask)
-        return ops.stop_gradient(image), (
-            ops.stop_gradient(image_embedding),
-            ops.stop_gradient(text_embedding),
-        )
-
-    def _momentum_mlm_logits(self, inputs, momentum_image, padding_mask):
-        """The momentum model's MLM logits on the masked text (soft targets)."""
-        text = self.momentum_text_encoder(
-            inputs["token_ids"], padding_mask=padding_mask
-        )
-        fused = self.momentum_fusion_encoder(
-            text, momentum_image, padding_mask=padding_mask
-        )
-        logits = self.momentum_mlm_head(fused, inputs["mask_positions"])
-        return ops.stop_gradient(ops.cast(logits, "float32"))
-
-    def _enqueue(self, image_embedding, text_embedding):
-        """Writes the batch at the queue pointer, wrapping around the end.
-
-        Slot s receives the last batch row that lands on it, so any queue size
-        works, also one smaller than the batch or not dividing it.
+        Args:
+            text_states: `(B, L, D)` text encoder output.
+            image_tokens: `(B, T, D)` vision encoder output (text-guided by
+                the same text, as in pre-training).
+            padding_mask: `(B, L)` of the text.
+            return_logits: bool. Also return the head's float32 logits
+                `(B, 2)` (column 1: "match").
         """
-        size = self.queue_size
-        batch = ops.shape(image_embedding)[0]
-        pointer = self.queue_pointer.value
-        # Row `offset` of the batch is the first to land on each slot.
-        offset = ops.mod(ops.arange(size, dtype="int32") - pointer, size)
-        written = offset < batch
-        last = offset + size * ops.floor_divide(batch - 1 - offset, size)
-        last = ops.clip(last, 0, batch - 1)
-        for queue, rows in (
-            (self.image_queue, image_embedding),
-            (self.text_queue, text_embedding),
-        ):
-            queue.assign(
-                ops.where(written[:, None], ops.take(rows, last, axis=0), queue.value)
-            )
-        self.queue_pointer.assign(ops.mod(pointer + batch, size))
-
-    def _contrastive_loss(self, embeddings, momentum_embeddings, training):
-        """ITC loss and the global batch's in-batch similarities, `(B, B)` each.
-
-        `embeddings` are this replica's (image, text) ITC embeddings, and
-        `momentum_embeddings` the momentum model's (or None). Each row is
-        contrasted with the whole global batch (and the queues); training
-        then enqueues the global batch's momentum embeddings.
-        """
-        temperature = ops.clip(self.temperature.value, 0.001, 0.5)
-        image, text = embeddings
-        batch_keys = [
-            replicas.all_gather(keys) for keys in momentum_embeddings or embeddings
-        ]
-        global_batch = ops.shape(batch_keys[0])[0]
-        targets = ops.one_hot(replicas.global_rows(ops.shape(image)[0]), global_batch)
-        targets_i2t = targets_t2i = targets
-        image_keys, text_keys = batch_keys
-        if momentum_embeddings is not None:
-            image_keys = ops.concatenate([image_keys, self.image_queue.value], 0)
-            text_keys = ops.concatenate([text_keys, self.text_queue.value], 0)
-            targets = ops.pad(targets, ((0, 0), (0, self.queue_size)))
-            image_m, text_m = momentum_embeddings
-            sim_i2t_m = ops.matmul(image_m, ops.transpose(text_keys)) / temperature
-            sim_t2i_m = ops.matmul(text_m, ops.transpose(image_keys)) / temperature
-            alpha = self.distillation_alpha
-            targets_i2t = alpha * ops.softmax(sim_i2t_m) + (1 - alpha) * targets
-            targets_t2i = alpha * ops.softmax(sim_t2i_m) + (1 - alpha) * targets
-        sim_i2t = ops.matmul(image, ops.transpose(text_keys)) / temperature
-        sim_t2i = ops.matmul(text, ops.transpose(image_keys)) / temperature
-        loss_i2t = -ops.sum(ops.log_softmax(sim_i2t) * targets_i2t, axis=-1)
-        loss_t2i = -ops.sum(ops.log_softmax(sim_t2i) * targets_t2i, axis=-1)
-        loss = (replicas.global_mean(loss_i2t) + replicas.global_mean(loss_t2i)) / 2
-        if momentum_embeddings is not None and training:
-            self._enqueue(*batch_keys)
-        return (
-            loss,
-            replicas.all_gather(sim_i2t[:, :global_batch]),
-            replicas.all_gather(sim_t2i[:, :global_batch]),
+        fused = self.backbone.fuse(
+            text_states, image_tokens, padding_mask, training=training
         )
-
-    def sample_hard_negatives(self, sim_i2t, sim_t2i):
-        """Per image a negative text, per text a negative image, `(B,)` each.
-
-        Drawn in proportion to the softmax similarity, the positive (the
-        diagonal) masked out.
-        """
-        batch = ops.shape(sim_i2t)[0]
-        positive = ops.cast(ops.eye(batch), "bool")
-
-        def draw(similarity):
-            similarity = ops.stop_gradient(ops.convert_to_tensor(similarity))
-            logits = ops.where(positive, -1e9, similarity)
-            return keras.random.categorical(
-                logits, 1, seed=self.seed_generator, dtype="int32"
-            )[:, 0]
-
-        return draw(sim_i2t), draw(sim_t2i)
-
-    def _matching_loss(self, text, image, padding_mask, sim_i2t, sim_t2i, training):
-        """ITM over B positives and 2B hard negatives; loss and accuracy.
-
-        The negatives are drawn from the global batch (`sim_*` are its
-        `(B, B)` similarities), reusing its text states and image tokens.
-        """
-        rows = replicas.global_rows(ops.shape(text)[0])
-        negative_text, negative_image = (
-            ops.take(negatives, rows)
-            for negatives in self.sample_hard_negatives(sim_i2t, sim_t2i)
-        )
-        # Gathered as int32: collectives do not carry booleans.
-        all_masks = replicas.all_gather(ops.cast(padding_mask, "int32"))
-        padding_mask = ops.cast(padding_mask, "bool")
-        negative_masks = ops.cast(ops.take(all_masks, negative_text, axis=0), "bool")
-        masks = ops.concatenate([padding_mask, negative_masks, padding_mask], axis=0)
-        all_texts = replicas.all_gather(text)
-        texts = ops.concatenate(
-            [text, ops.take(all_texts, negative_text, axis=0), text], axis=0
-        )
-        images = ops.concatenate(
-            [image, image, ops.take(replicas.all_gather(image), negative_image, 0)],
-            axis=0,
-        )
-        fused = self.backbone.fuse(texts, images, masks, training=training)
         logits = ops.cast(self.itm_head(fused[:, 0]), "float32")
-        labels = ops.concatenate(
-            [ops.ones_like(rows), ops.zeros_like(rows), ops.zeros_like(rows)]
-        )
-        loss = keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True
-        )
-        correct = ops.argmax(logits, axis=-1) == labels
-        return replicas.global_mean(loss), replicas.global_mean(correct)
+        probability = ops.softmax(logits)[:, 1]
+        return (probability, logits) if return_logits else probability
 
-    def _masked_lm_loss(self, inputs, image, padding_mask, momentum_image, training):
-        """MLM loss and accuracy over the real prediction slots.
-
-        With the momentum model (`momentum_image` its image tokens), the
-        target mixes the true token with the momentum model's prediction.
-        """
-        text = self.backbone.encode_text(inputs["token_ids"], padding_mask, training)
-        fused = self.backbone.fuse(text, image, padding_mask, training=training)
-        logits = ops.cast(self.mlm_head(fused, inputs["mask_positions"]), "float32")
-        weights = inputs["mask_weights"]
-        loss = keras.losses.sparse_categorical_crossentropy(
-            inputs["mask_ids"], logits, from_logits=True
-        )
-        if momentum_image is not None:
-            soft_targets = ops.softmax(
-                self._momentum_mlm_logits(inputs, momentum_image, padding_mask)
-            )
-            distillation = -ops.sum(soft_targets * ops.log_softmax(logits), axis=-1)
-            alpha = self.distillation_alpha
-            loss = (1 - alpha) * loss + alpha * distillation
-        correct = ops.argmax(logits, axis=-1) == ops.cast(inputs["mask_ids"], "int32")
-        return replicas.global_mean(loss, weights), replicas.global_mean(
-            correct, weights
-        )
+    # === The objectives ===
 
     def call(self, inputs, training=None):
-        if inputs["images"].shape[0] == 1:
-            raise ValueError("Pre-training needs batches of at least 2 pairs.")
-        padding_mask = inputs.get("padding_mask")
-        if padding_mask is None:
-            padding_mask = ops.not_equal(inputs["token_ids"], 0)
-        token_ids = unmasked_token_ids(inputs)
-
+        self._check_inputs(inputs)
+        images, token_ids = inputs["images"], inputs["token_ids"]
+        padding_mask = inputs["padding_mask"]
+        # One vision pass per pair, guided by its caption's text [CLS].
         text = self.backbone.encode_text(token_ids, padding_mask, training)
-        image = self.backbone.encode_image(
-            inputs["images"], text[:, 0], training=training
-        )
-        embeddings = (self.embed_image(image), self.embed_text(text, padding_mask))
+        image = self.backbone.encode_image(images, text[:, 0], training=training)
+        embeddings = (self.embed_image(image), self.embed_text(text))
         momentum_image = momentum_embeddings = None
         if self.use_momentum:
             if training:
-                self._momentum_update()
-            momentum_image, momentum_embeddings = self._momentum_features(
-                inputs["images"], token_ids, padding_mask
+                self.momentum_model.update(self.online_layers())
+            momentum_image, momentum_embeddings = self.momentum_model.encode(
+                images, token_ids, padding_mask
             )
-        itc_loss, sim_i2t, sim_t2i = self._contrastive_loss(
-            embeddings, momentum_embeddings, training
+
+        # The objectives contrast this replica's pairs (`rows` of the global
+        # batch) with the global batch's; on one device both are the batch.
+        rows = replicas.global_rows(ops.shape(text)[0])
+        keys = replicas.all_gather(momentum_embeddings or embeddings)
+        # ITC.
+        itc_loss, sim_i2t, sim_t2i = self._image_text_contrastive(
+            embeddings, keys, rows, momentum_embeddings, training
         )
-        itm_loss, itm_accuracy = self._matching_loss(
-            text, image, padding_mask, sim_i2t, sim_t2i, training
+        global_batch = replicas.all_gather(
+            {
+                "text": text,
+                "image": image,
+                # Collectives do not carry booleans.
+                "padding_mask": ops.cast(padding_mask, "int32"),
+                "sim_i2t": sim_i2t[:, : ops.shape(keys[0])[0]],
+                "sim_t2i": sim_t2i[:, : ops.shape(keys[0])[0]],
+            }
         )
-        outputs = {
-            "itc_loss": itc_loss,
-            "itm_loss": itm_loss,
-            "itm_accuracy": itm_accuracy,
+        # ITM, its hard negatives drawn from the global batch.
+        itm_loss, itm_correct = self._image_text_matching(
+            text, image, padding_mask, global_batch, rows, training
+        )
+        per_row = {
+            "itc_loss": (itc_loss, None),
+            "itm_loss": (itm_loss, None),
+            "itm_accuracy": (itm_correct, None),
         }
+        # MLM.
         if "mask_positions" in inputs:
-            outputs["mlm_loss"], outputs["mlm_accuracy"] = self._masked_lm_loss(
-                inputs, image, padding_mask, momentum_image, training
+            mlm_loss, mlm_correct = self._masked_language_modelling(
+                inputs, image, momentum_image, training
             )
+            per_row["mlm_loss"] = (mlm_loss, inputs["mask_weights"])
+            per_row["mlm_accuracy"] = (mlm_correct, inputs["mask_weights"])
+        return {
+            name: replicas.global_mean(values, weights)
+            for name, (values, weights) in per_row.items()
+        }
+
+    def _image_text_contrastive(
+        self, embeddings, keys, rows, momentum_embeddings, training
+    ):
+        """ITC of this replica's pairs against the global batch's keys (and
+        the queues); training then enqueues the global batch's keys."""
+        temperature = ops.clip(self.temperature.value, 0.001, 0.5)
+        image_keys, text_keys = keys
+        if self.use_momentum:
+            image_keys, text_keys = self.momentum_model.keys_with_queues(*keys)
+        outputs = image_text_contrastive_loss(
+            *embeddings,
+            image_keys,
+            text_keys,
+            rows,
+            temperature,
+            momentum_embeddings,
+            self.distillation_alpha,
+        )
+        if self.use_momentum and training:
+            self.momentum_model.enqueue(*keys)
         return outputs
+
+    def _image_text_matching(
+        self, text, image, padding_mask, global_batch, rows, training
+    ):
+        """ITM over the B positives and 2B hard negatives from the global
+        batch (`global_batch`: its text states, image tokens, padding masks
+        and `(B, B)` similarities)."""
+        negative_text, negative_image = (
+            ops.take(negatives, rows)
+            for negatives in sample_hard_negatives(
+                global_batch["sim_i2t"], global_batch["sim_t2i"], self.seed_generator
+            )
+        )
+        texts, images, masks, labels = hard_negative_triples(
+            text, image, padding_mask, global_batch, negative_text, negative_image
+        )
+        _, logits = self.match_probability(
+            texts, images, masks, training=training, return_logits=True
+        )
+        return image_text_matching_loss(logits, labels)
+
+    def _masked_language_modelling(self, inputs, image, momentum_image, training):
+        """MLM on the masked text, fused with the pair's image tokens; with
+        the momentum model (`momentum_image` its image tokens), distilled
+        from its predictions."""
+        masked_token_ids = inputs["masked_token_ids"]
+        padding_mask = inputs["padding_mask"]
+        text = self.backbone.encode_text(masked_token_ids, padding_mask, training)
+        fused = self.backbone.fuse(text, image, padding_mask, training=training)
+        logits = ops.cast(self.mlm_head(fused, inputs["mask_positions"]), "float32")
+        soft_target_logits = None
+        if self.use_momentum:
+            soft_target_logits = self.momentum_model.masked_lm_logits(
+                masked_token_ids, momentum_image, padding_mask, inputs["mask_positions"]
+            )
+        return masked_lm_loss(
+            logits, inputs["mask_ids"], soft_target_logits, self.distillation_alpha
+        )
+
+    def _check_inputs(self, inputs):
+        if inputs["images"].shape[0] == 1:
+            raise ValueError("Pre-training needs batches of at least 2 pairs.")
+        if "padding_mask" not in inputs:
+            raise ValueError(
+                "The pre-training inputs need a `padding_mask` (1 on real "
+                "tokens), as `keras_trips.data` yields it."
+            )
+        if "mask_positions" in inputs and "masked_token_ids" not in inputs:
+            raise ValueError(
+                "MLM inputs (`mask_positions`) need `masked_token_ids`, the "
+                "masked text; `token_ids` is the text unmasked. Batches of "
+                "`keras_trips.data` hold both."
+            )
 
     # === Training ===
 
@@ -499,20 +364,13 @@ class TRIPSPretrainer(keras.Model):
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
-            schedule = learning_rate
-            if total_steps is not None:
-                schedule = keras.optimizers.schedules.CosineDecay(
-                    initial_learning_rate=0.0 if warmup_steps else learning_rate,
-                    decay_steps=max(1, total_steps - warmup_steps),
-                    warmup_target=learning_rate if warmup_steps else None,
-                    warmup_steps=warmup_steps,
-                )
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=schedule,
-                weight_decay=weight_decay,
-                gradient_accumulation_steps=gradient_accumulation_steps,
+            optimizer = default_optimizer(
+                learning_rate,
+                weight_decay,
+                warmup_steps,
+                total_steps,
+                gradient_accumulation_steps,
             )
-            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         super().compile(optimizer=optimizer, **kwargs)
 
     def save_own_variables(self, store):
@@ -523,6 +381,15 @@ class TRIPSPretrainer(keras.Model):
 
     def load_own_variables(self, store):
         own_variables = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own_variables) + 1 + LEGACY_MOMENTUM_VARIABLES:
+            raise ValueError(
+                "This TRIPSPretrainer was saved in the first `.keras` layout, "
+                "which kept the momentum model's layers and queues in the "
+                "pretrainer itself; they are a `TRIPSMomentumModel` now. "
+                "Convert the file once with "
+                "`keras_trips.models.convert_legacy_pretrainer(path, new_path)` "
+                "and load `new_path`."
+            )
         for i, variable in enumerate(own_variables):
             variable.assign(store[str(i)])
         self.seed_generator.state.assign(store["sampler_state"])
@@ -538,7 +405,6 @@ class TRIPSPretrainer(keras.Model):
                 "momentum": self.momentum,
                 "queue_size": self.queue_size,
                 "distillation_alpha": self.distillation_alpha,
-                "embedding_pooling": self.embedding_pooling,
             }
         )
         return config
@@ -548,18 +414,3 @@ class TRIPSPretrainer(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
-
-
-def unmasked_token_ids(inputs):
-    """`token_ids` with the MLM-masked positions restored from `mask_ids`."""
-    token_ids = inputs["token_ids"]
-    if "mask_positions" not in inputs:
-        return token_ids
-    length = token_ids.shape[1]
-    weights = ops.cast(inputs["mask_weights"], "int32")
-    # (B, P, L): which position each prediction slot restores, if it is real.
-    slots = ops.one_hot(inputs["mask_positions"], length, dtype="int32")
-    slots = slots * weights[:, :, None]
-    masked = ops.sum(slots, axis=1) > 0
-    restored = ops.sum(slots * ops.cast(inputs["mask_ids"], "int32")[:, :, None], 1)
-    return ops.where(masked, restored, ops.cast(token_ids, "int32"))

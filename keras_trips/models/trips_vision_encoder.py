@@ -1,14 +1,23 @@
 import keras
 from keras import ops
 
+from keras_trips.layers.input_checks import (
+    check_batch_sizes,
+    check_dtype,
+    check_keys,
+)
 from keras_trips.layers.trips_patch_embedding import TRIPSPatchEmbedding
-from keras_trips.layers.trips_patch_selection import validate_keep_rate
-from keras_trips.layers.trips_vision_block import GUIDANCE_MODES, TRIPSVisionBlock
+from keras_trips.layers.trips_vision_block import TRIPSVisionBlock
+from keras_trips.models.selection_provenance import initial_provenance
+from keras_trips.models.trips_selection_stages import (
+    TRIPSSelectionStages,
+    validate_selection,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
-class TRIPSVisionEncoder(keras.Model):
-    """A ViT whose blocks select text-relevant patches (TRIPS, SPEC §1-2).
+class TRIPSVisionEncoder(TRIPSSelectionStages, keras.Model):
+    """A ViT whose blocks select text-relevant patches (TRIPS, docs/method.md).
 
     A pre-LN ViT with a [CLS] token and learned position embeddings. In the
     blocks listed in `selection_layers` the tokens that the guidance query
@@ -88,19 +97,7 @@ class TRIPSVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(dtype=dtype, **kwargs)
-        selection_layers = tuple(int(i) for i in selection_layers)
-        for index in selection_layers:
-            if not 0 <= index < num_layers:
-                raise ValueError(
-                    f"Selection layer index {index} is out of range for "
-                    f"num_layers={num_layers} (valid: 0 to {num_layers - 1})."
-                )
-        if len(set(selection_layers)) != len(selection_layers):
-            raise ValueError(f"`selection_layers` repeats a block: {selection_layers}")
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(
-                f"`guidance` must be one of {GUIDANCE_MODES}. Received: {guidance!r}"
-            )
+        selection_layers = validate_selection(selection_layers, num_layers, guidance)
 
         # === Config ===
         self.image_shape = tuple(image_shape)
@@ -109,7 +106,7 @@ class TRIPSVisionEncoder(keras.Model):
         self.num_heads = num_heads
         self.hidden_dim = hidden_dim
         self.mlp_dim = mlp_dim
-        self.selection_layers = tuple(sorted(selection_layers))
+        self.selection_layers = selection_layers
         self.keep_rate = self.stage_rates(keep_rate)
         self.fuse_inattentive = fuse_inattentive
         self.guidance = guidance
@@ -171,27 +168,6 @@ class TRIPSVisionEncoder(keras.Model):
     def num_patches(self):
         return self.patch_embedding.num_patches
 
-    def stage_rates(self, keep_rate):
-        """One validated keep rate per selection layer, as a tuple: `keep_rate`
-        is one rate for every stage or a list of one per stage."""
-        if isinstance(keep_rate, (list, tuple)):
-            if len(keep_rate) != len(self.selection_layers):
-                raise ValueError(
-                    f"Got {len(keep_rate)} keep rates for "
-                    f"{len(self.selection_layers)} selection layers "
-                    f"{self.selection_layers}: {keep_rate}"
-                )
-            return tuple(validate_keep_rate(rate) for rate in keep_rate)
-        return (validate_keep_rate(keep_rate),) * len(self.selection_layers)
-
-    def set_keep_rate(self, keep_rate):
-        """Changes the keep rate(s) used by default; no weights change.
-
-        Compiled `fit`/`predict` functions of a model that holds this encoder
-        must be rebuilt afterwards (the token counts are static shapes).
-        """
-        self.keep_rate = self.stage_rates(keep_rate)
-
     def sequence_lengths(self, keep_rate=None):
         """Tokens (with [CLS]) entering each block and leaving the last one."""
         rates = self.keep_rate if keep_rate is None else self.stage_rates(keep_rate)
@@ -207,10 +183,14 @@ class TRIPSVisionEncoder(keras.Model):
     def _validate(self, images, text_embedding):
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}). "
+                "Expected `images` of shape "
+                f"(batch, {', '.join(map(str, self.image_shape))}). "
                 f"Received shape: {tuple(images.shape)}"
             )
-        if text_embedding is not None and (
+        check_dtype(images, "images", "float")
+        if text_embedding is None:
+            return
+        if (
             len(text_embedding.shape) != 2
             or text_embedding.shape[-1] != self.hidden_dim
         ):
@@ -219,16 +199,14 @@ class TRIPSVisionEncoder(keras.Model):
                 "text [CLS] width must equal the vision width (hidden_dim). "
                 f"Received shape: {tuple(text_embedding.shape)}"
             )
+        check_dtype(text_embedding, "text_embedding", "float")
+        check_batch_sizes(images=images.shape, text_embedding=text_embedding.shape)
 
-    def call(
-        self,
-        inputs,
-        keep_rate=None,
-        return_provenance=False,
-        guidance=None,
-        training=None,
-    ):
+    def _encode(self, inputs, keep_rate, guidance, track, training):
+        """Returns `(tokens, provenance, stages)`; the last two only with
+        `track` (else `None` and `[]`)."""
         if isinstance(inputs, dict):
+            check_keys(inputs, "inputs", ("images",), ("text_embedding",))
             images, text_embedding = inputs["images"], inputs.get("text_embedding")
         else:
             images, text_embedding = inputs, None
@@ -240,27 +218,24 @@ class TRIPSVisionEncoder(keras.Model):
         if self.embedding_norm is not None:
             tokens = self.embedding_norm(tokens)
         provenance = None
-        if return_provenance:
-            batch = ops.shape(tokens)[0]
-            identity = ops.concatenate(
-                [ops.zeros((1, self.num_patches)), ops.eye(self.num_patches)], axis=0
-            )
-            provenance = ops.broadcast_to(identity, (batch, *identity.shape))
+        stages = []
+        if track:
+            provenance = initial_provenance(ops.shape(tokens)[0], 1, self.num_patches)
         for i, block in enumerate(self.blocks):
             tokens, indices, scores = block(
                 tokens,
                 text_embedding=text_embedding,
-                guidance=self.guidance if guidance is None else guidance,
+                guidance=guidance,
                 keep_rate=rates.get(i),
                 training=training,
             )
-            if return_provenance and indices is not None:
+            if track and indices is not None:
                 # The same keep-and-fuse applied to the provenance rows.
-                provenance, _ = block.selection.select(provenance, scores, rates[i])
-        tokens = self.output_norm(tokens)
-        if return_provenance:
-            return tokens, provenance
-        return tokens
+                selected, _ = block.selection.select(provenance, scores, rates[i])
+                provenance = self._traced(
+                    stages, i, rates[i], scores, provenance, selected, num_prefix=1
+                )
+        return self.output_norm(tokens), provenance, stages
 
     def get_config(self):
         config = super().get_config()

@@ -1,14 +1,11 @@
 """keras_trips.training: the common parts of the training recipes.
 
-Options (`training_parser`, `parse_training_arguments`), data in a resumable
-order, model building, data parallelism, resumable `fit` with checkpoints,
-and the end-of-run plot and summary. `recipes/` are thin fronts over it.
+A run's configuration (`TrainingConfig`, validated on construction), data in
+a resumable order, model building, data parallelism, resumable `fit` with
+checkpoints, and the end-of-run plot and summary. `recipes/` are thin fronts
+over it: their command-line options are `TrainingConfig`'s fields.
 """
 
-from keras_trips.training.arguments import (
-    parse_training_arguments,
-    training_parser,
-)
 from keras_trips.training.data import (
     caption_eval_data,
     eval_caption_file,
@@ -23,10 +20,11 @@ from keras_trips.training.loop import (
     training_callbacks,
     training_schedule,
 )
-from keras_trips.training.model_setup import (
-    backbone_config,
-    build_pretrainer,
-    save_models,
-)
+from keras_trips.training.model_setup import build_pretrainer, save_models
 from keras_trips.training.reporting import plot_losses, print_summary, read_step_log
 from keras_trips.training.training_checkpoint import TrainingCheckpoint
+from keras_trips.training.training_config import (
+    DATA_FORMATS,
+    TrainingConfig,
+    TrainingConfigError,
+)

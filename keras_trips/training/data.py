@@ -1,104 +1,114 @@
 """The recipes' datasets: the built-in scenes or files, in a resumable order."""
 
-import json
-
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_trips import data
-from keras_trips.data.captions import read_albef_json
+from keras_trips.data.captions import read_albef_json, read_coco_captions
+from keras_trips.data.pipeline import build_dataset
 from keras_trips.datasets import scenes
+from keras_trips.training.training_config import TrainingConfigError
 
 # Longest caption the recipes tokenise (ALBEF: 30).
 SEQUENCE_LENGTH = 30
 
 
-def caption_files(args):
+def caption_files(config):
     """`(annotation file, image root)` of the run's data; builds the scenes
-    (into their cache folder) on first use."""
-    if args.data_format != "scenes":
-        return args.annotations, args.image_root
-    return _scenes(args)["train"]["captions"], None
+    (into their cache folder) on first use.
+
+    Args:
+        config: the run's `TrainingConfig`.
+    """
+    if config.data_format != "scenes":
+        return config.annotations, config.image_root
+    return _scenes(config)["train"]["captions"], None
 
 
-def _scenes(args):
+def _scenes(config):
     return scenes.load_scenes(
-        num_train=args.num_scenes,
-        num_val=args.num_eval_scenes,
-        num_test=args.num_eval_scenes,
-        image_size=args.image_size,
+        num_train=config.num_scenes,
+        num_val=config.num_eval_scenes,
+        num_test=config.num_eval_scenes,
+        image_size=config.image_size,
         seed=0,
     )
 
 
-def eval_caption_file(args, split="val"):
+def eval_caption_file(config, split="val"):
     """The scenes' `split` caption file (evaluation of the built-in data)."""
-    return _scenes(args)[split]["captions"]
+    return _scenes(config)[split]["captions"]
 
 
-def examples_per_pass(args, captions):
-    """Examples in one pass over the training data (`captions` as the
-    readers': "random" one per image, "all" one per caption); None where
-    only reading the data would tell (COCO, TFRecords)."""
-    if args.data_format in ("coco", "tfrecord"):
+def examples_per_pass(config, captions):
+    """Examples in one pass over the training data, counted from the rows
+    the data reader keeps (broken ones are skipped and reported, as the
+    dataset skips them); None for TFRecords, which only reading every record
+    would count.
+
+    Args:
+        config: the run's `TrainingConfig`.
+        captions: as the readers': "random" (one example per image) or
+            "all" (one per caption).
+
+    Raises:
+        TrainingConfigError: the data holds less than one global batch.
+    """
+    if config.data_format == "tfrecord":
         return None
-    with open(caption_files(args)[0]) as file:
-        rows = json.load(file)
+    annotations, image_root = caption_files(config)
+    read = read_coco_captions if config.data_format == "coco" else read_albef_json
+    rows = read(annotations, image_root)
     if captions == "random":
-        return len(rows)
-    return sum(
-        1 if isinstance(row["caption"], str) else len(row["caption"]) for row in rows
-    )
+        count, unit = len(rows), "images"
+    else:
+        count, unit = sum(len(row["captions"]) for row in rows), "captions"
+    if count < config.batch_size:
+        # drop_remainder: not one batch, and Keras would fail in `fit`.
+        raise TrainingConfigError(
+            f"{{}} {config.batch_size}: the training data ({annotations}) "
+            f"holds {count} usable {unit}, fewer than one global batch.",
+            "batch_size",
+        )
+    return count
 
 
-def training_dataset_fn(args, sequence_length, masking=True):
+def training_dataset_fn(config, masking=True):
     """A function that builds one pass over the training data, in an order
-    fixed by `args.seed` (for `resumable_stream`).
+    fixed by `config.seed` (for `resumable_stream`).
 
     The files are located now; the scenes are generated on first use.
 
     Args:
-        args: the recipe's parsed options.
-        sequence_length: int. The model's longest text.
+        config: the run's `TrainingConfig`.
         masking: bool. MLM masking (pre-training); without it, one example
             per caption (fine-tuning on captions).
     """
-    annotations, image_root = caption_files(args)
+    annotations, image_root = caption_files(config)
+    sequence_length = config.backbone_config["max_sequence_length"]
     common = dict(
         preprocessor=data.TRIPSTextPreprocessor(
             sequence_length=min(SEQUENCE_LENGTH, sequence_length),
             mask_rate=0.15 if masking else 0.0,
         ),
-        batch_size=args.batch_size,
-        image_size=args.image_size,
+        batch_size=config.batch_size,
+        image_size=config.image_size,
         training=True,
-        seed=args.seed,
+        seed=config.seed,
         deterministic=True,
     )
     captions = "random" if masking else "all"
 
     def one_pass():
-        if args.data_format == "tfrecord":
-            dataset = data.tfrecord_dataset(annotations, **common)
-        elif args.data_format == "coco":
-            dataset = data.coco_captions_dataset(
+        if config.data_format == "tfrecord":
+            return data.tfrecord_dataset(annotations, **common)
+        if config.data_format == "coco":
+            return data.coco_captions_dataset(
                 annotations, image_root, captions=captions, **common
             )
-        else:
-            dataset = data.albef_json_dataset(
-                annotations, image_root, captions=captions, **common
-            )
-        if args.devices and keras.backend.backend() == "tensorflow":
-            # Keras builds a MirroredStrategy model on the replicas' mean
-            # batch, which fails on bool features; the pretrainer derives the
-            # padding mask from the token ids (0 is padding) when it is absent.
-            dataset = dataset.map(
-                lambda features: {
-                    k: v for k, v in features.items() if k != "padding_mask"
-                }
-            )
-        return dataset
+        return data.albef_json_dataset(
+            annotations, image_root, captions=captions, **common
+        )
 
     return one_pass
 
@@ -128,32 +138,55 @@ def resumable_stream(dataset_fn, start_step):
 def caption_eval_data(annotation_file, image_root, sequence_length, image_size):
     """A retrieval gallery: every image once, every caption once, in order.
 
+    Rows whose image is missing or does not decode are skipped (and
+    reported) when the file is read. Images come back through the pipeline
+    with their row's id and are placed by it, never by position.
+
     Returns:
         dict: `"images"` `(N, H, W, 3)`, `"token_ids"`, `"padding_mask"`
         `(M, L)` numpy arrays and `"text_to_image"` `(M,)`, the image of
         each caption.
     """
     rows = read_albef_json(annotation_file, image_root)
-    dataset = data.albef_json_dataset(
-        annotation_file,
-        image_root,
-        preprocessor=data.TRIPSTextPreprocessor(
-            sequence_length=min(SEQUENCE_LENGTH, sequence_length)
-        ),
+    dataset = build_dataset(
+        {
+            "image": [row["image"] for row in rows],
+            "example_id": list(range(len(rows))),
+        },
+        preprocessor=None,
         batch_size=256,
         image_size=image_size,
-        training=False,
-        captions="all",
+        shuffle=False,
         drop_remainder=False,
+        source=annotation_file,
     )
-    batches = list(dataset.as_numpy_iterator())
-    features = {
-        key: np.concatenate([batch[key] for batch in batches])
-        for key in ("images", "token_ids", "padding_mask")
+    images = np.zeros((len(rows), image_size, image_size, 3), "float32")
+    placed = np.zeros(len(rows), bool)
+    for batch in dataset.as_numpy_iterator():
+        images[batch["example_id"]] = batch["images"]
+        placed[batch["example_id"]] = True
+    if not placed.all():
+        missing = np.flatnonzero(~placed)
+        raise RuntimeError(
+            f"The gallery of {annotation_file} lost {missing.size} of its "
+            f"{len(rows)} images in the input pipeline (rows "
+            f"{[rows[i]['row_id'] for i in missing[:5]]})."
+        )
+    preprocessor = data.TRIPSTextPreprocessor(
+        sequence_length=min(SEQUENCE_LENGTH, sequence_length)
+    )
+    captions = [caption for row in rows for caption in row["captions"]]
+    text = list(
+        tf.data.Dataset.from_tensor_slices(captions)
+        .batch(256)
+        .map(preprocessor)
+        .as_numpy_iterator()
+    )
+    return {
+        "images": images,
+        "token_ids": np.concatenate([batch["token_ids"] for batch in text]),
+        "padding_mask": np.concatenate([batch["padding_mask"] for batch in text]),
+        "text_to_image": np.repeat(
+            np.arange(len(rows)), [len(row["captions"]) for row in rows]
+        ),
     }
-    counts = [len(row["captions"]) for row in rows]
-    # The dataset repeats each image once per caption; keep its first copy.
-    first_caption = np.cumsum([0, *counts[:-1]])
-    features["images"] = features["images"][first_caption]
-    features["text_to_image"] = np.repeat(np.arange(len(rows)), counts)
-    return features

@@ -9,34 +9,34 @@ import numpy as np
 
 from keras_trips.callbacks import KeepRateScheduler
 from keras_trips.training.data import resumable_stream
-from keras_trips.training.model_setup import backbone_config
 from keras_trips.training.training_checkpoint import TrainingCheckpoint
 
 
-def training_schedule(args, examples_per_pass):
-    """`(steps_per_epoch, epochs, total_steps)` from the options.
+def training_schedule(config, examples_per_pass):
+    """`(steps_per_epoch, epochs, total_steps)` of a `TrainingConfig`.
 
-    An epoch is `--steps-per-epoch` batches, by default one pass over the
-    data; `--steps` sets the total (the last epoch may then be partial),
-    otherwise `--epochs` does.
+    An epoch is `steps_per_epoch` batches, by default one pass over the data
+    (`examples_per_pass` examples; None: `steps`); `steps` sets the total
+    (the last epoch may then be partial), otherwise `epochs` does.
     """
-    steps_per_epoch = args.steps_per_epoch
+    steps_per_epoch = config.steps_per_epoch
     if steps_per_epoch is None:
         if examples_per_pass is None:
-            steps_per_epoch = args.steps
+            steps_per_epoch = config.steps
         else:
-            steps_per_epoch = max(1, examples_per_pass // args.batch_size)
-    total_steps = args.steps or args.epochs * steps_per_epoch
+            steps_per_epoch = max(1, examples_per_pass // config.batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
     return steps_per_epoch, math.ceil(total_steps / steps_per_epoch), total_steps
 
 
-def training_callbacks(args, total_steps):
-    """The run's callbacks: its `TrainingCheckpoint` first, then TensorBoard
-    logs, the CSV histories (per epoch and per step, appended on resume) and,
-    with `--keep-rate-warmup`, the keep-rate schedule."""
-    output_dir = args.output_dir
+def training_callbacks(config, total_steps):
+    """The callbacks of a `TrainingConfig`'s run: its `TrainingCheckpoint`
+    first, then TensorBoard logs, the CSV histories (per epoch and per step,
+    appended on resume) and, with `keep_rate_warmup`, the keep-rate
+    schedule."""
+    output_dir = config.output_dir
     checkpoint = TrainingCheckpoint(
-        os.path.join(output_dir, "checkpoints"), save_every=args.checkpoint_every
+        os.path.join(output_dir, "checkpoints"), save_every=config.checkpoint_every
     )
     callbacks = [
         checkpoint,
@@ -44,13 +44,13 @@ def training_callbacks(args, total_steps):
         keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
     ]
-    if args.keep_rate_warmup is not None:
+    if config.keep_rate_warmup is not None:
         # Steps are batches, in the scheduler as in the options.
         callbacks.append(
             KeepRateScheduler(
-                backbone_config(args)["keep_rate"],
-                warmup_steps=args.keep_rate_warmup,
-                total_steps=max(args.keep_rate_warmup + 1, total_steps // 2),
+                config.backbone_config["keep_rate"],
+                warmup_steps=config.keep_rate_warmup,
+                total_steps=max(config.keep_rate_warmup + 1, total_steps // 2),
             )
         )
     return callbacks

@@ -57,7 +57,7 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved_timings(functions, steps, warmup=1):
+def interleaved_timings(functions, steps, warmup=1, alternate=False):
     """Times several functions in interleaved rounds.
 
     Args:
@@ -65,6 +65,10 @@ def interleaved_timings(functions, steps, warmup=1):
             its result is ready, e.g. return host values).
         steps: number of timed rounds.
         warmup: untimed rounds after the first (compiling) call.
+        alternate: whether every other round runs the functions in reverse
+            order (A B C C B A ...), so that no function always follows the
+            same one: on eager backends a call pays for the memory that the
+            previous one returned to the system.
 
     Returns:
         dict name -> `{"first_call_s": float, "times_s": [steps floats]}`.
@@ -78,9 +82,11 @@ def interleaved_timings(functions, steps, warmup=1):
     for _ in range(warmup):
         for fn in functions.values():
             fn()
-    for _ in range(steps):
-        for name, fn in functions.items():
-            results[name]["times_s"].append(timed(fn))
+    names = list(functions)
+    for step in range(steps):
+        order = names[::-1] if alternate and step % 2 else names
+        for name in order:
+            results[name]["times_s"].append(timed(functions[name]))
     return results
 
 
@@ -137,7 +143,7 @@ def random_pretraining_batch(
     Captions of random lengths between half and all of `text_length` (the
     rest padding), each starting with a [CLS]-like id 1. `round(mask_rate *
     length)` (at least 1, at most `num_masked`) random positions of each are
-    replaced by the mask id 3 and listed in the `num_masked` prediction
+    replaced by the mask id 3 in `masked_token_ids` and listed in the `num_masked` prediction
     slots; the remaining slots are padding (position 0, id 0, weight 0), as
     keras-hub's `MaskedLMMaskGenerator` writes them.
     """
@@ -165,8 +171,9 @@ def random_pretraining_batch(
     )
     return {
         "images": rng.random((batch_size, *image_shape), dtype=np.float32),
-        "token_ids": masked,
-        "padding_mask": padding_mask,
+        "token_ids": token_ids,
+        "padding_mask": padding_mask.astype("int32"),
+        "masked_token_ids": masked,
         "mask_positions": mask_positions,
         "mask_ids": mask_ids,
         "mask_weights": mask_weights,

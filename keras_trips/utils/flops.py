@@ -42,16 +42,35 @@ def vision_encoder_flops(encoder, keep_rate=None, text_guided=True):
         keep_rate: overrides the encoder's keep rate(s), as in its `call()`.
         text_guided: count the text query projection of each selection stage.
     """
-    width = encoder.hidden_dim
-    flops = patch_embedding_flops(encoder)
-    lengths = encoder.sequence_lengths(keep_rate)
+    return patch_embedding_flops(encoder) + selecting_blocks_flops(
+        encoder.sequence_lengths(keep_rate),
+        encoder.hidden_dim,
+        encoder.mlp_dim,
+        text_guided=text_guided,
+    )
+
+
+def selecting_blocks_flops(
+    lengths, width, mlp_dim, num_prefix_tokens=1, text_guided=True
+):
+    """Pre-LN transformer blocks, some of which select patches.
+
+    Args:
+        lengths: tokens entering each block and leaving the last one (a
+            block selects where its output is shorter than its input).
+        width: int. Token width.
+        mlp_dim: int. MLP hidden width.
+        num_prefix_tokens: int. Leading tokens that are not scored ([CLS]).
+        text_guided: count the text query projection of each selection stage.
+    """
+    flops = 0
     for length_in, length_out in itertools.pairwise(lengths):
         flops += attention_flops(length_in, length_in, width)
         if length_out != length_in:
             # Guidance scores and the fused token; the text query projection.
-            flops += 2 * 2 * (length_in - 1) * width
+            flops += 2 * 2 * (length_in - num_prefix_tokens) * width
             flops += 2 * width * width * int(text_guided)
-        flops += feedforward_flops(length_out, width, encoder.mlp_dim)
+        flops += feedforward_flops(length_out, width, mlp_dim)
     return flops
 
 

@@ -26,7 +26,8 @@ def _replica_context():
 
 
 def all_gather(x):
-    """The global batch of `x`: the replicas' shares concatenated in order."""
+    """The global batch of `x` (a tensor or a structure of them): the
+    replicas' shares concatenated in order."""
     context = _replica_context()
     if context is None:
         return x
@@ -38,7 +39,9 @@ def all_gather(x):
     def dense_gradient(gathered):
         return tf.identity(gathered), tf.convert_to_tensor
 
-    return dense_gradient(context.all_gather(x, axis=0))
+    return keras.tree.map_structure(
+        lambda rows: dense_gradient(context.all_gather(rows, axis=0)), x
+    )
 
 
 def global_rows(batch_size):

@@ -12,6 +12,7 @@ from PIL import Image
 from keras_trips.datasets.scenes import catalog, language
 from keras_trips.datasets.scenes.layout import sample_scene
 from keras_trips.datasets.scenes.sprite_bank import SpriteBank
+from keras_trips.utils.cache import cache_root
 
 SPLITS = ("train", "val", "test")
 TASKS = ("pretraining", "captions", "vqa", "refcoco", "nlvr2")
@@ -212,10 +213,7 @@ def _write_json(path, data):
 def cache_dir():
     """The scenes cache root: `$KERAS_TRIPS_CACHE/scenes`, by default
     `~/.cache/keras_trips/scenes`."""
-    root = os.environ.get("KERAS_TRIPS_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "keras_trips"
-    )
-    return os.path.join(root, "scenes")
+    return os.path.join(cache_root(), "scenes")
 
 
 def load_scenes(**params):

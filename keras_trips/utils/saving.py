@@ -1,0 +1,67 @@
+"""Loading saved models with errors that name the file and the cause."""
+
+import os
+import zipfile
+import zlib
+
+import keras
+
+
+def load_model(path, **kwargs):
+    """`keras.saving.load_model(path, **kwargs)`, checking the file first.
+
+    Keras reports a truncated or corrupt `.keras` file as "File not found";
+    this says which file is wrong and how: missing, not a zip archive
+    (truncated, still being written, or another kind of file), missing its
+    config, or failing a member's checksum. Errors while Keras rebuilds the
+    model are re-raised as `ValueError`s that name the file.
+
+    Args:
+        path: str. A `.keras` file (or anything `keras.saving.load_model`
+            reads).
+        **kwargs: passed to `keras.saving.load_model` (`compile`,
+            `custom_objects`, `safe_mode`).
+
+    Example:
+    ```python
+    pretrainer = keras_trips.utils.load_model("trips.keras", compile=False)
+    ```
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Model file {path} does not exist.")
+    if path.endswith(".keras"):
+        _check_keras_archive(path)
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except Exception as error:
+        raise ValueError(
+            f"Could not load the model {path}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _check_keras_archive(path):
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Model file {path} ({size} bytes) is not a valid .keras file: it "
+            "is not a zip archive (truncated, still being written, or not a "
+            "Keras model)."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise ValueError(
+                    f"Model file {path} is not a valid .keras file: the archive "
+                    "has no config.json."
+                )
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError) as error:
+        raise ValueError(
+            f"Model file {path} is a corrupt .keras file: {error}"
+        ) from None
+    if damaged is not None:
+        raise ValueError(
+            f"Model file {path} is a corrupt .keras file: its member {damaged} "
+            "fails its checksum."
+        )
