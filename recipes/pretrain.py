@@ -2,12 +2,21 @@
 
 On the built-in scenes dataset by default (generated into its cache folder
 on first use), or on ALBEF/COCO caption files or TFRecords. Resumes from the
-last checkpoint in `--output-dir` when there is one.
+last checkpoint in `--output-dir` when there is one. Ends with what the
+model learned on held-out data (the scenes' test split, or
+`--eval-annotations` and `--eval-phrases`): retrieval and selection quality
+beside their chance levels, and pictures of what selection keeps.
 
-    KERAS_BACKEND=jax python recipes/pretrain.py --model tiny
+    KERAS_BACKEND=jax python recipes/pretrain.py
+    KERAS_BACKEND=jax python recipes/pretrain.py --data-format albef \
+        --annotations train.json --eval-annotations test.json
 """
 
 import os
+
+# TensorFlow's C++ notes (CPU features, CUDA probing, tf.data type
+# inference) stay off the console unless asked for.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import training_options
@@ -50,17 +59,38 @@ def main(argv=None, extra_callbacks=()):
     files["TensorBoard logs"] = os.path.join(config.output_dir, "logs")
     log = training.read_step_log(step_log)
     final = {name: values[-1] for name, values in log.items() if name != "step"}
+    details = training.format_training_outcome(
+        final, config.batch_size + (config.queue_size if config.momentum else 0)
+    )
+    evaluation = None
+    captions, phrases = training.eval_files(config)
+    if captions is not None:
+        evaluation = training.evaluate_pretraining(
+            pretrainer,
+            captions,
+            phrases,
+            sequence_length=training.caption_text_length(config),
+        )
+        details += training.format_evaluation(evaluation)
+    if phrases is not None:
+        files["selection pictures"] = os.path.dirname(
+            training.selection_pictures(
+                pretrainer, phrases, os.path.join(config.output_dir, "selection")
+            )[0]
+        )
     training.print_summary(
         f"TRIPS pre-training ({config.model}, {keras.backend.backend()})",
         timing,
         config.batch_size,
         final,
         files,
+        details=details,
     )
     return {
         "config": config,
         "timing": timing,
         "final": final,
+        "evaluation": evaluation,
         "files": files,
         "model": pretrainer,
     }

@@ -43,7 +43,7 @@ def export_saved_model(
     signature's raw-pixel form is also `serving_default`. Text inputs:
     `token_ids` int32 `(B, L)` WordPiece ids packed as `[CLS] ... [SEP]
     [PAD]...` (as `keras_trips.data.TRIPSTextPreprocessor` makes them),
-    `padding_mask` bool `(B, L)`. The batch dimension is dynamic and must be
+    `padding_mask` int32 `(B, L)`. The batch dimension is dynamic and must be
     the same for every input (checked); the text length is fixed at export,
     and so is the model's image size, so every patch-selection stage keeps a
     static number of tokens. The SavedModel needs neither Keras nor

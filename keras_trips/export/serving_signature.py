@@ -6,7 +6,8 @@ STANDARD_INPUTS = {
     # uint8 pixels and as normalised float32 (see `serving_inputs`).
     "images": lambda backbone, sequence_length: (backbone.image_shape, "float32"),
     "token_ids": lambda backbone, sequence_length: ((sequence_length,), "int32"),
-    "padding_mask": lambda backbone, sequence_length: ((sequence_length,), "bool"),
+    # int32 1/0, as `keras_trips.data` and tokenizers give it.
+    "padding_mask": lambda backbone, sequence_length: ((sequence_length,), "int32"),
 }
 
 
@@ -25,7 +26,7 @@ class ServingSignature:
         inputs: tuple of the model inputs that `function` reads. The
             standard ones are `"images"` float32 `(B, H, W, C)`
             (CLIP-normalised, `H, W, C` the model's `image_shape`),
-            `"token_ids"` int32 `(B, L)` and `"padding_mask"` bool `(B, L)`,
+            `"token_ids"` int32 `(B, L)` and `"padding_mask"` int32 `(B, L)`,
             `L` the `sequence_length` fixed at export. A signature with
             `"images"` is served as `name` with raw uint8 `images_uint8` and
             as `name + "_normalized"` with `images_normalized`.

@@ -46,7 +46,7 @@ def image_embedding(pretrainer, inputs):
 
 def text_embedding(pretrainer, inputs):
     text = pretrainer.backbone.encode_text(inputs["token_ids"], inputs["padding_mask"])
-    return {"text_embedding": pretrainer.embed_text(text)}
+    return {"text_embedding": pretrainer.embed_text(text, inputs["padding_mask"])}
 
 
 def pretrainer_features(pretrainer, inputs):

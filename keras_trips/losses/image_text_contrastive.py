@@ -2,16 +2,41 @@
 
 from keras import ops
 
+EMBEDDING_POOLINGS = ("cls", "mean")
 
-def contrastive_embedding(projection, sequence):
-    """The L2-normalised ITC embedding `(B, E)` of a sequence's [CLS] state.
+
+def contrastive_embedding(projection, sequence, padding_mask=None, pooling="cls"):
+    """The L2-normalised ITC embedding `(B, E)` of an encoder's output.
 
     Args:
         projection: the tower's ITC projection (a `Dense` layer).
         sequence: `(B, L, D)` encoder output; `[:, 0]` is its [CLS].
+        padding_mask: None, or `(B, L)` with 1 on the real tokens.
+        pooling: `"cls"` (the [CLS] state, as ALBEF) or `"mean"` (the mean
+            of the other tokens: image patches, kept and fused, or the real
+            text tokens). A freshly initialised encoder's [CLS] barely
+            depends on its input; the mean does from the first step.
     """
-    embedding = ops.cast(projection(sequence[:, 0]), "float32")
+    if pooling == "cls":
+        pooled = sequence[:, 0]
+    else:
+        weights = ops.ones(ops.shape(sequence)[:2], sequence.dtype)
+        if padding_mask is not None:
+            weights = ops.cast(padding_mask, sequence.dtype)
+        weights = weights[:, 1:, None]
+        pooled = ops.sum(sequence[:, 1:] * weights, axis=1) / ops.maximum(
+            ops.sum(weights, axis=1), 1.0
+        )
+    embedding = ops.cast(projection(pooled), "float32")
     return embedding / (ops.norm(embedding, axis=-1, keepdims=True) + 1e-12)
+
+
+def mean_pairwise_similarity(embeddings):
+    """Per row, the mean cosine `(B,)` of its L2-normalised embedding with
+    the other rows': near 1 when every input maps to one point (collapse)."""
+    batch = ops.cast(ops.shape(embeddings)[0], embeddings.dtype)
+    total = ops.sum(embeddings, axis=0, keepdims=True)
+    return (ops.sum(embeddings * total, axis=-1) - 1.0) / ops.maximum(batch - 1, 1)
 
 
 def image_text_contrastive_loss(

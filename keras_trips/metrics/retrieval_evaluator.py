@@ -14,7 +14,8 @@ class RetrievalEvaluator:
        `k_test` most similar images, are re-scored by the ITM head on a
        text-guided vision pass of the pair. Candidates off the shortlist
        rank below it.
-    3. Recall@1/5/10 in both directions (`retrieval_recall`).
+    3. Recall@1/5/10 in both directions (`retrieval_recall`), after the
+       re-ranking and, prefixed `itc_`, by the ITC similarities alone.
 
     N images and M texts cost N + (N + M) * k_test vision passes, not N * M.
 
@@ -28,7 +29,8 @@ class RetrievalEvaluator:
     ```python
     evaluator = RetrievalEvaluator(pretrainer, k_test=16)
     evaluator.evaluate(images, token_ids, padding_mask, text_images)
-    # {"image_to_text_r1": ..., ..., "mean_recall": ...}
+    # {"image_to_text_r1": ..., ..., "mean_recall": ..., "itc_image_to_text_r1":
+    #  ..., "itc_mean_recall": ...}
     ```
     """
 
@@ -55,7 +57,9 @@ class RetrievalEvaluator:
         for part in self._batches(len(token_ids)):
             states = backbone.encode_text(token_ids[part], padding_mask[part])
             text_states.append(ops.convert_to_numpy(states))
-            text_embeddings.append(self.pretrainer.embed_text(states))
+            text_embeddings.append(
+                self.pretrainer.embed_text(states, padding_mask[part])
+            )
         similarity = ops.convert_to_numpy(
             ops.matmul(
                 ops.concatenate(image_embeddings),
@@ -118,4 +122,6 @@ class RetrievalEvaluator:
         text_to_image[np.repeat(np.arange(num_texts), k_images), top_images.ravel()] = (
             scores[first:]
         )
-        return retrieval_recall(image_to_text, text_to_image, text_images, ks)
+        recalls = retrieval_recall(image_to_text, text_to_image, text_images, ks)
+        itc_recalls = retrieval_recall(similarity, similarity.T, text_images, ks)
+        return {**recalls, **{f"itc_{k}": v for k, v in itc_recalls.items()}}

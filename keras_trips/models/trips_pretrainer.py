@@ -3,8 +3,10 @@ from keras import ops
 
 from keras_trips.losses.hard_negatives import sample_hard_negatives
 from keras_trips.losses.image_text_contrastive import (
+    EMBEDDING_POOLINGS,
     contrastive_embedding,
     image_text_contrastive_loss,
+    mean_pairwise_similarity,
 )
 from keras_trips.losses.image_text_matching import (
     hard_negative_triples,
@@ -17,6 +19,10 @@ from keras_trips.utils import replicas
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
+# Mean pairwise cosine of the ITC embeddings of a batch (collapse: near 1).
+SIMILARITIES = ("image_similarity", "text_similarity")
+# Which vision pass ITC embeds: the text-guided one, or one without text.
+CONTRASTIVE_GUIDANCES = ("text", "image")
 # The first `.keras` layout kept the momentum model's layers and queues in
 # the pretrainer itself: its own variables were the temperature and these.
 LEGACY_MOMENTUM_VARIABLES = 3
@@ -45,6 +51,15 @@ class TRIPSPretrainer(keras.Model):
     negatives. Under TensorFlow data parallelism each replica contrasts its
     rows with the global batch (`keras_trips.utils.replicas`).
 
+    ITC embeds the text-guided vision pass as the paper does
+    (`contrastive_guidance="text"`), or a second pass without text
+    (`"image"`: guided by the image [CLS], as retrieval embeds a gallery).
+    With the first, an image embedding can carry its own caption through
+    the selection, a shortcut that trains ITC without aligning anything
+    (docs/method.md, "Training a small model"); the second costs one more
+    vision pass. `image_similarity` and `text_similarity`, logged beside the
+    losses, are the mean pairwise cosines of a batch's ITC embeddings.
+
     Inputs are the pre-training batches of `keras_trips.data`:
     `{"images", "token_ids", "padding_mask"}` and, for MLM,
     `"masked_token_ids"`, `"mask_positions"`, `"mask_ids"`, `"mask_weights"`.
@@ -61,6 +76,12 @@ class TRIPSPretrainer(keras.Model):
         queue_size: int. Length of the feature queues (any size).
         distillation_alpha: float. Weight of the momentum model's soft
             targets in ITC and MLM.
+        embedding_pooling: `"cls"` (ALBEF) or `"mean"`: how ITC pools each
+            tower's output (`keras_trips.losses.contrastive_embedding`).
+        contrastive_guidance: `"text"` or `"image"`: the vision pass ITC
+            embeds (above).
+        fusion_objectives_start_step: int. ITM and MLM join the loss at this
+            optimizer step; before it ITC trains alone.
         **kwargs: standard `keras.Model` arguments.
 
     Example:
@@ -81,11 +102,27 @@ class TRIPSPretrainer(keras.Model):
         momentum=0.995,
         queue_size=65536,
         distillation_alpha=0.4,
+        embedding_pooling="cls",
+        contrastive_guidance="text",
+        fusion_objectives_start_step=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
+        for name, value, choices in (
+            ("embedding_pooling", embedding_pooling, EMBEDDING_POOLINGS),
+            ("contrastive_guidance", contrastive_guidance, CONTRASTIVE_GUIDANCES),
+        ):
+            if value not in choices:
+                raise ValueError(
+                    f"`{name}` must be one of {choices}. Received: {value!r}"
+                )
+        if fusion_objectives_start_step < 0:
+            raise ValueError(
+                "`fusion_objectives_start_step` must be >= 0. "
+                f"Received: {fusion_objectives_start_step}"
+            )
 
         # === Layers ===
         self.backbone = backbone
@@ -100,22 +137,37 @@ class TRIPSPretrainer(keras.Model):
         self.mlm_head = masked_lm_head(backbone.token_embedding, dtype, "mlm_head")
         # Draws the ITM hard negatives.
         self.seed_generator = keras.random.SeedGenerator(seed=0)
-        hidden_dim = backbone.hidden_dim
-        self.vision_projection.build((None, hidden_dim))
-        self.text_projection.build((None, hidden_dim))
-        self.itm_head.build((None, hidden_dim))
-        self.mlm_head.build((None, None, hidden_dim))
+        # The text and fusion towers may be wider than the vision tower.
+        text_width = backbone.text_hidden_dim
+        self.vision_projection.build((None, backbone.hidden_dim))
+        self.text_projection.build((None, text_width))
+        self.itm_head.build((None, text_width))
+        self.mlm_head.build((None, None, text_width))
         self.temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(temperature),
             name="temperature",
         )
+        self.training_steps = None
+        if fusion_objectives_start_step:
+            # Counts the training batches (read by `compute_loss`; the
+            # optimizer's count is not visible there under JAX).
+            self.training_steps = self.add_weight(
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                trainable=False,
+                aggregation="only_first_replica",
+                name="training_steps",
+            )
         self.momentum_model = None
         if use_momentum:
             self.momentum_model = TRIPSMomentumModel(
                 self.online_layers(),
                 momentum=momentum,
                 queue_size=queue_size,
+                embedding_pooling=embedding_pooling,
+                contrastive_guidance=contrastive_guidance,
                 dtype=dtype,
                 name="momentum_model",
             )
@@ -129,13 +181,18 @@ class TRIPSPretrainer(keras.Model):
         self.momentum = momentum
         self.queue_size = queue_size
         self.distillation_alpha = distillation_alpha
+        self.embedding_pooling = embedding_pooling
+        self.contrastive_guidance = contrastive_guidance
+        self.fusion_objectives_start_step = fusion_objectives_start_step
         self.trackers = {
-            name: keras.metrics.Mean(name=name) for name in LOSSES + ACCURACIES
+            name: keras.metrics.Mean(name=name)
+            for name in LOSSES + ACCURACIES + SIMILARITIES
         }
 
     def online_layers(self):
-        """The layers the momentum model copies, in its order."""
-        return (
+        """The layers the momentum model copies, in its order (the guidance
+        projection last, when the backbone has one)."""
+        layers = (
             self.backbone.text_encoder,
             self.backbone.vision_encoder,
             self.backbone.fusion_encoder,
@@ -143,6 +200,9 @@ class TRIPSPretrainer(keras.Model):
             self.text_projection,
             self.mlm_head,
         )
+        if self.backbone.guidance_dense is not None:
+            layers += (self.backbone.guidance_dense,)
+        return layers
 
     @property
     def metrics(self):
@@ -152,11 +212,16 @@ class TRIPSPretrainer(keras.Model):
 
     def embed_image(self, image_tokens):
         """The L2-normalised ITC embedding of the vision encoder's output."""
-        return contrastive_embedding(self.vision_projection, image_tokens)
+        return contrastive_embedding(
+            self.vision_projection, image_tokens, pooling=self.embedding_pooling
+        )
 
-    def embed_text(self, text_states):
-        """The L2-normalised ITC embedding of the text encoder's output."""
-        return contrastive_embedding(self.text_projection, text_states)
+    def embed_text(self, text_states, padding_mask=None):
+        """The L2-normalised ITC embedding of the text encoder's output
+        (`padding_mask` leaves the padding out of a mean)."""
+        return contrastive_embedding(
+            self.text_projection, text_states, padding_mask, self.embedding_pooling
+        )
 
     def match_probability(
         self,
@@ -195,8 +260,16 @@ class TRIPSPretrainer(keras.Model):
         # One vision pass per pair, guided by its caption's text [CLS].
         text = self.backbone.encode_text(token_ids, padding_mask, training)
         image = self.backbone.encode_image(images, text[:, 0], training=training)
-        embeddings = (self.embed_image(image), self.embed_text(text))
+        contrasted_image = image
+        if self.contrastive_guidance == "image":
+            contrasted_image = self.backbone.encode_image(images, training=training)
+        embeddings = (
+            self.embed_image(contrasted_image),
+            self.embed_text(text, padding_mask),
+        )
         momentum_image = momentum_embeddings = None
+        if training and self.training_steps is not None:
+            self.training_steps.assign_add(1)
         if self.use_momentum:
             if training:
                 self.momentum_model.update(self.online_layers())
@@ -230,6 +303,8 @@ class TRIPSPretrainer(keras.Model):
             "itc_loss": (itc_loss, None),
             "itm_loss": (itm_loss, None),
             "itm_accuracy": (itm_correct, None),
+            "image_similarity": (mean_pairwise_similarity(embeddings[0]), None),
+            "text_similarity": (mean_pairwise_similarity(embeddings[1]), None),
         }
         # MLM.
         if "mask_positions" in inputs:
@@ -323,7 +398,14 @@ class TRIPSPretrainer(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        loss = sum(y_pred[name] for name in LOSSES if name in y_pred)
+        loss = y_pred["itc_loss"]
+        fusion_loss = sum(y_pred[name] for name in LOSSES[1:] if name in y_pred)
+        if self.fusion_objectives_start_step:
+            started = ops.greater(
+                self.training_steps.value, self.fusion_objectives_start_step
+            )
+            fusion_loss = fusion_loss * ops.cast(started, fusion_loss.dtype)
+        loss = loss + fusion_loss
         if self.losses:
             loss = loss + ops.sum(self.losses)
         # As Keras' own compute_loss: under tf.distribute, divided by the
@@ -405,6 +487,9 @@ class TRIPSPretrainer(keras.Model):
                 "momentum": self.momentum,
                 "queue_size": self.queue_size,
                 "distillation_alpha": self.distillation_alpha,
+                "embedding_pooling": self.embedding_pooling,
+                "contrastive_guidance": self.contrastive_guidance,
+                "fusion_objectives_start_step": self.fusion_objectives_start_step,
             }
         )
         return config

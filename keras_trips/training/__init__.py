@@ -8,12 +8,21 @@ over it: their command-line options are `TrainingConfig`'s fields.
 
 from keras_trips.training.data import (
     caption_eval_data,
+    caption_text_length,
     eval_caption_file,
+    eval_files,
     examples_per_pass,
     resumable_stream,
     training_dataset_fn,
 )
 from keras_trips.training.distribution import data_parallel_devices, distribution_scope
+from keras_trips.training.evaluation import (
+    evaluate_pretraining,
+    format_evaluation,
+    format_training_outcome,
+    retrieval_chance,
+    selection_pictures,
+)
 from keras_trips.training.loop import (
     StepLogger,
     fit_resumable,

@@ -73,6 +73,26 @@ def examples_per_pass(config, captions):
     return count
 
 
+def caption_text_length(config):
+    """The text length of a run: `config.text_length` when given, else the
+    longest training caption in tokens ([CLS] and [SEP] included), at most
+    30 (ALBEF's) and the model's longest text. Shorter texts make every step
+    cheaper; TFRecords, which only reading every record would measure, get
+    the cap."""
+    longest = min(SEQUENCE_LENGTH, config.backbone_config["max_sequence_length"])
+    if config.text_length is not None:
+        return config.text_length
+    if config.data_format == "tfrecord":
+        return longest
+    annotations, image_root = caption_files(config)
+    read = read_coco_captions if config.data_format == "coco" else read_albef_json
+    captions = [
+        text for row in read(annotations, image_root) for text in row["captions"]
+    ]
+    tokens = data.TRIPSTextPreprocessor().tokenizer(captions)
+    return min(longest, max(len(caption) for caption in tokens) + 2)
+
+
 def training_dataset_fn(config, masking=True):
     """A function that builds one pass over the training data, in an order
     fixed by `config.seed` (for `resumable_stream`).
@@ -85,10 +105,10 @@ def training_dataset_fn(config, masking=True):
             per caption (fine-tuning on captions).
     """
     annotations, image_root = caption_files(config)
-    sequence_length = config.backbone_config["max_sequence_length"]
+    crop = None if config.min_crop_area is None else (config.min_crop_area, 1.0)
     common = dict(
         preprocessor=data.TRIPSTextPreprocessor(
-            sequence_length=min(SEQUENCE_LENGTH, sequence_length),
+            sequence_length=caption_text_length(config),
             mask_rate=0.15 if masking else 0.0,
         ),
         batch_size=config.batch_size,
@@ -104,10 +124,14 @@ def training_dataset_fn(config, masking=True):
             return data.tfrecord_dataset(annotations, **common)
         if config.data_format == "coco":
             return data.coco_captions_dataset(
-                annotations, image_root, captions=captions, **common
+                annotations,
+                image_root,
+                captions=captions,
+                random_crop_scale=crop,
+                **common,
             )
         return data.albef_json_dataset(
-            annotations, image_root, captions=captions, **common
+            annotations, image_root, captions=captions, random_crop_scale=crop, **common
         )
 
     return one_pass
@@ -127,7 +151,11 @@ def resumable_stream(dataset_fn, start_step):
         dataset_fn: builds one pass over the data (`training_dataset_fn`).
         start_step: int. Batches to skip.
     """
-    stream = tf.data.Dataset.range(1).flat_map(lambda _: dataset_fn().repeat())
+    # Plain Python (the readers check files): not for AutoGraph to convert.
+    one_pass = tf.autograph.experimental.do_not_convert(
+        lambda _: dataset_fn().repeat()
+    )
+    stream = tf.data.Dataset.range(1).flat_map(one_pass)
     # The masking draws from stateful random ops in a parallel map: one
     # thread keeps their draw order.
     options = tf.data.Options()
@@ -190,3 +218,15 @@ def caption_eval_data(annotation_file, image_root, sequence_length, image_size):
             np.arange(len(rows)), [len(row["captions"]) for row in rows]
         ),
     }
+
+
+def eval_files(config):
+    """`(captions, phrases)`: the held-out files the run is evaluated on at
+    its end (None where there is none): the options', else the scenes' test
+    split."""
+    captions, phrases = config.eval_annotations, config.eval_phrases
+    if config.data_format == "scenes":
+        test = _scenes(config)["test"]
+        captions = captions or test["captions"]
+        phrases = phrases or test["refs"]
+    return captions, phrases

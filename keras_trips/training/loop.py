@@ -7,7 +7,7 @@ import time
 import keras
 import numpy as np
 
-from keras_trips.callbacks import KeepRateScheduler
+from keras_trips.callbacks import CollapseMonitor, KeepRateScheduler
 from keras_trips.training.data import resumable_stream
 from keras_trips.training.training_checkpoint import TrainingCheckpoint
 
@@ -44,6 +44,8 @@ def training_callbacks(config, total_steps):
         keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
     ]
+    queue = config.queue_size if config.momentum else 0
+    callbacks.append(CollapseMonitor(num_candidates=config.batch_size + queue))
     if config.keep_rate_warmup is not None:
         # Steps are batches, in the scheduler as in the options.
         callbacks.append(
@@ -151,6 +153,8 @@ def fit_resumable(
             steps_per_epoch=steps,
             callbacks=callbacks,
             verbose=verbose,
+            # The stream shuffles itself.
+            shuffle=False,
         )
         step = checkpoint.step
     return {

@@ -23,9 +23,15 @@ def build_pretrainer(config, total_steps, init_from=None):
         embedding_dim=config.embedding_dim,
         use_momentum=config.momentum,
         queue_size=config.queue_size,
+        embedding_pooling=config.embedding_pooling,
+        contrastive_guidance=config.contrastive_guidance,
+        fusion_objectives_start_step=int(config.itc_only_fraction * total_steps),
     )
     if init_from is None:
-        pretrainer = TRIPSPretrainer(TRIPSBackbone(**config.backbone_config), **task)
+        backbone = TRIPSBackbone.from_preset(config.model, **config.backbone_config)
+        # Before the momentum model copies it: its copy is frozen anyway.
+        backbone.text_encoder.trainable = not config.freeze_text
+        pretrainer = TRIPSPretrainer(backbone, **task)
     else:
         loaded = load_model(init_from, compile=False)
         pretrainer = (

@@ -42,7 +42,7 @@ def plot_losses(step_log_path, png_path):
     return png_path
 
 
-def print_summary(title, timing, batch_size, final_logs, files, extra=None):
+def print_summary(title, timing, batch_size, final_logs, files, extra=None, details=()):
     """Prints the run's summary: speed, final losses, where the files are.
 
     Args:
@@ -51,6 +51,7 @@ def print_summary(title, timing, batch_size, final_logs, files, extra=None):
         final_logs: dict of the last step's metrics.
         files: dict of name -> path.
         extra: optional dict of name -> value (e.g. evaluation results).
+        details: lines printed after the files (e.g. an evaluation table).
     """
     steps, seconds = timing["steps"], max(timing["seconds"], 1e-9)
     lines = [
@@ -69,5 +70,6 @@ def print_summary(title, timing, batch_size, final_logs, files, extra=None):
     for name, value in (extra or {}).items():
         lines.append(f"  {name}: {value}")
     lines += [f"  {name}: {path}" for name, path in files.items()]
+    lines += list(details)
     lines.append("=" * 64)
     print("\n".join(lines), flush=True)

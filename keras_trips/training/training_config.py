@@ -8,7 +8,13 @@ import os
 import keras
 
 from keras_trips.layers.trips_patch_selection import validate_keep_rate
-from keras_trips.models.trips_backbone import PRESETS, TRIPSBackbone
+from keras_trips.losses.image_text_contrastive import EMBEDDING_POOLINGS
+from keras_trips.models.trips_backbone import (
+    PRESET_TEXT_WEIGHTS,
+    PRESETS,
+    TRIPSBackbone,
+)
+from keras_trips.models.trips_pretrainer import CONTRASTIVE_GUIDANCES
 from keras_trips.training.distribution import data_parallel_devices
 
 DATA_FORMATS = ("scenes", "albef", "coco", "tfrecord")
@@ -63,7 +69,8 @@ class TrainingConfig:
     options applied, and `devices`, the data-parallel devices (or None).
 
     Args:
-        model: a `TRIPSBackbone` configuration name ("tiny", "base").
+        model: a `TRIPSBackbone` preset ("tiny", "small", "base"); "small"
+            starts its text tower from MiniLM-L6.
         backbone_overrides: dict of `TRIPSBackbone` arguments to replace.
         keep_rate: None (the model's), a keep rate in (0, 1], or one per
             selection layer.
@@ -76,9 +83,24 @@ class TrainingConfig:
         momentum: use the momentum model (ALBEF's distillation and queues).
         queue_size: the momentum queues' length.
         mixed_precision: compute in bfloat16 ("mixed_bfloat16").
+        freeze_text: keep the text encoder's weights; None: when the preset
+            loads pretrained text weights.
+        text_length: None (the longest training caption, at most 30 tokens
+            and the model's longest text; `caption_text_length`) or the
+            tokens each caption is padded or cut to.
+        embedding_pooling, contrastive_guidance: the `TRIPSPretrainer`'s.
+            The defaults ("mean", "image") make a model trained from scratch
+            align images and texts; ALBEF and the paper use "cls", "text".
+        min_crop_area: None, or the least area fraction of the random
+            resized crops of training images.
+        itc_only_fraction: the share of the run that trains ITC alone before
+            ITM and MLM join.
         data_format: one of `DATA_FORMATS`; "scenes" is the built-in data.
         annotations: the annotation file (albef, coco) or TFRecord glob.
         image_root: None (the annotation file's folder) or the image folder.
+        eval_annotations, eval_phrases: None, or the held-out captions
+            (ALBEF list) and phrases with boxes that the run is evaluated on
+            at its end; the scenes' test split by default.
         num_scenes, num_eval_scenes: built-in training scenes, and
             validation and test scenes (each).
         batch_size: the global batch.
@@ -101,7 +123,7 @@ class TrainingConfig:
     ```
     """
 
-    model: str = _option("tiny", "model", choices=tuple(sorted(PRESETS)))
+    model: str = _option("small", "model", choices=tuple(sorted(PRESETS)))
     backbone_overrides: dict = dataclasses.field(
         default_factory=dict,
         metadata=_metadata(
@@ -127,6 +149,26 @@ class TrainingConfig:
     momentum: bool = _option(False, "model", "Momentum distillation (ALBEF).")
     queue_size: int = _option(4096, "model")
     mixed_precision: bool = _option(False, "model", "mixed_bfloat16.")
+    freeze_text: bool | None = _option(
+        None, "model", "Default: frozen when the preset's text weights are pretrained."
+    )
+    text_length: int | None = _option(
+        None,
+        "model",
+        "Tokens per caption. Default: the longest training caption's, at most 30.",
+    )
+    embedding_pooling: str = _option(
+        "mean", "model", "ITC pooling.", choices=EMBEDDING_POOLINGS
+    )
+    contrastive_guidance: str = _option(
+        "image",
+        "model",
+        "The vision pass ITC embeds: text-guided (the paper) or without text.",
+        choices=CONTRASTIVE_GUIDANCES,
+    )
+    itc_only_fraction: float = _option(
+        0.5, "schedule", "Share of the run with ITC alone before ITM and MLM join."
+    )
 
     data_format: str = _option("scenes", "data", choices=DATA_FORMATS)
     annotations: str | None = _option(
@@ -135,13 +177,31 @@ class TrainingConfig:
     image_root: str | None = _option(
         None, "data", "Default: the annotation file's folder."
     )
+    min_crop_area: float | None = _option(
+        None,
+        "data",
+        "Random resized crops of at least this area fraction (ALBEF: 0.5). "
+        "Default: none, since captions may name positions.",
+    )
+    eval_annotations: str | None = _option(
+        None,
+        "data",
+        "ALBEF caption list of test images: retrieval at the end. Default for "
+        "the scenes: their test split.",
+    )
+    eval_phrases: str | None = _option(
+        None,
+        "data",
+        "Phrases with boxes (RefCOCO-style, with 'object_bboxes'): selection "
+        "quality at the end. Default for the scenes: their test split.",
+    )
     num_scenes: int = _option(3000, "data", "Built-in training scenes.")
     num_eval_scenes: int = _option(
         200, "data", "Built-in validation and test scenes (each)."
     )
 
     batch_size: int = _option(32, "schedule", "Global batch.")
-    epochs: int = _option(2, "schedule")
+    epochs: int = _option(3, "schedule")
     steps_per_epoch: int | None = _option(
         None,
         "schedule",
@@ -149,9 +209,11 @@ class TrainingConfig:
         "is given.",
     )
     steps: int | None = _option(None, "schedule", "Total batches; overrides --epochs.")
-    learning_rate: float = _option(3e-4, "schedule")
+    learning_rate: float = _option(
+        1e-3, "schedule", "Peak; ALBEF fine-tunes pretrained towers at 1e-4."
+    )
     weight_decay: float = _option(0.02, "schedule")
-    warmup_steps: int = _option(100, "schedule")
+    warmup_steps: int = _option(20, "schedule")
     schedule: str = _option("cosine", "schedule", choices=SCHEDULES)
     grad_accumulation: int = _option(1, "schedule", "Batches per optimizer update.")
 
@@ -172,6 +234,15 @@ class TrainingConfig:
         self._check_counts()
         self._check_data()
         self._set("backbone_config", self._backbone_config())
+        if self.freeze_text is None:
+            self._set("freeze_text", self.model in PRESET_TEXT_WEIGHTS)
+        longest = self.backbone_config["max_sequence_length"]
+        if self.text_length is not None and not 2 <= self.text_length <= longest:
+            raise TrainingConfigError(
+                f"{{}} must be between 2 and the model's longest text, {longest}. "
+                f"Received: {self.text_length}",
+                "text_length",
+            )
         if self.keep_rate_warmup is not None and isinstance(
             self.backbone_config["keep_rate"], (list, tuple)
         ):
@@ -247,6 +318,16 @@ class TrainingConfig:
                 "steps",
                 "grad_accumulation",
             )
+        if self.min_crop_area is not None and not 0.0 < self.min_crop_area <= 1.0:
+            raise TrainingConfigError(
+                f"{{}} must be in (0, 1]. Received: {self.min_crop_area}",
+                "min_crop_area",
+            )
+        if not 0.0 <= self.itc_only_fraction < 1.0:
+            raise TrainingConfigError(
+                f"{{}} must be in [0, 1). Received: {self.itc_only_fraction}",
+                "itc_only_fraction",
+            )
         if self.schedule not in SCHEDULES:
             raise TrainingConfigError(
                 f"{{}} must be one of {SCHEDULES}. Received: {self.schedule!r}",
@@ -259,6 +340,10 @@ class TrainingConfig:
                 f"{{}} must be one of {DATA_FORMATS}. Received: {self.data_format!r}",
                 "data_format",
             )
+        for name in ("eval_annotations", "eval_phrases"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise TrainingConfigError(f"{{}}: no such file: {path}", name)
         if self.data_format == "scenes":
             if self.annotations or self.image_root:
                 raise TrainingConfigError(
