@@ -6,6 +6,7 @@ from keras import ops
 from pretraining_utils import MICRO, pretraining_batch
 
 from keras_trips.callbacks import KeepRateScheduler
+from keras_trips.losses import image_text_contrastive_loss
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
 
 
@@ -180,7 +181,115 @@ def test_bad_inputs():
                 "token_ids": batch["masked_token_ids"],
             }
         )
-    with pytest.raises(ValueError, match="must match the vision width"):
+    with pytest.raises(ValueError, match="guidance_projection=True"):
         TRIPSBackbone(**MICRO, text_hidden_dim=48)
+    with pytest.raises(ValueError, match="embedding_pooling"):
+        micro_pretrainer(embedding_pooling="max")
+    with pytest.raises(ValueError, match="contrastive_guidance"):
+        micro_pretrainer(contrastive_guidance="random")
+    with pytest.raises(ValueError, match="fusion_objectives_start_step"):
+        micro_pretrainer(fusion_objectives_start_step=-1)
     with pytest.raises(ValueError, match="queue_size"):
         micro_pretrainer(use_momentum=True, queue_size=0)
+
+
+def test_mean_pooled_embeddings_leave_out_cls_and_padding():
+    pretrainer = micro_pretrainer(embedding_pooling="mean")
+    batch = pretraining_batch()
+    states = np.random.default_rng(0).normal(size=(4, 8, 32)).astype("float32")
+    mask = batch["padding_mask"]
+    pooled = (states[:, 1:] * mask[:, 1:, None]).sum(1) / mask[:, 1:].sum(1)[:, None]
+    projected = numpy(pretrainer.text_projection(pooled))
+    expected = projected / np.linalg.norm(projected, axis=-1, keepdims=True)
+    np.testing.assert_allclose(
+        numpy(pretrainer.embed_text(states, mask)), expected, rtol=1e-5, atol=1e-6
+    )
+    # Images: every token after [CLS] (kept and fused) counts.
+    projected = numpy(pretrainer.vision_projection(states[:, 1:].mean(1)))
+    expected = projected / np.linalg.norm(projected, axis=-1, keepdims=True)
+    np.testing.assert_allclose(
+        numpy(pretrainer.embed_image(states)), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("guidance", ["text", "image"])
+def test_itc_embeds_the_vision_pass_of_contrastive_guidance(guidance):
+    pretrainer = micro_pretrainer(
+        embedding_pooling="mean", contrastive_guidance=guidance
+    )
+    batch = pretraining_batch()
+    backbone = pretrainer.backbone
+    text = backbone.encode_text(batch["token_ids"], batch["padding_mask"])
+    text_embedding = text[:, 0] if guidance == "text" else None
+    image = backbone.encode_image(batch["images"], text_embedding)
+    image_embeddings = pretrainer.embed_image(image)
+    text_embeddings = pretrainer.embed_text(text, batch["padding_mask"])
+    per_pair, _, _ = image_text_contrastive_loss(
+        image_embeddings,
+        text_embeddings,
+        image_embeddings,
+        text_embeddings,
+        np.arange(4),
+        ops.clip(pretrainer.temperature, 0.001, 0.5),
+    )
+    outputs = pretrainer(batch)
+    np.testing.assert_allclose(
+        numpy(outputs["itc_loss"]), numpy(ops.mean(per_pair)), rtol=1e-5
+    )
+    # The logged collapse signals: mean cosine between different rows.
+    for name, embeddings in (
+        ("image_similarity", numpy(image_embeddings)),
+        ("text_similarity", numpy(text_embeddings)),
+    ):
+        cosines = embeddings @ embeddings.T
+        expected = cosines[~np.eye(4, dtype=bool)].mean()
+        np.testing.assert_allclose(numpy(outputs[name]), expected, rtol=1e-5)
+
+
+def test_fusion_objectives_join_at_their_start_step():
+    pretrainer = micro_pretrainer(fusion_objectives_start_step=2)
+    pretrainer.compile()
+    batch = pretraining_batch()
+    losses = []
+    for _ in range(3):
+        outputs = pretrainer(batch, training=True)
+        losses.append((numpy(pretrainer.compute_loss(y_pred=outputs)), outputs))
+    # Optimizer steps 0 and 1 train ITC alone; step 2 adds ITM and MLM.
+    for step, (loss, outputs) in enumerate(losses):
+        expected = numpy(outputs["itc_loss"])
+        if step >= 2:
+            expected += numpy(outputs["itm_loss"]) + numpy(outputs["mlm_loss"])
+        np.testing.assert_allclose(loss, expected, rtol=1e-6, err_msg=step)
+    assert int(numpy(pretrainer.training_steps)) == 3
+
+
+def test_text_tower_wider_than_the_vision_tower(tmp_path):
+    # A 64-wide text tower guides the 32-wide ViT through a projection; the
+    # momentum model copies the projection too.
+    backbone = TRIPSBackbone(
+        **{**MICRO, "text_hidden_dim": 64, "text_num_heads": 4},
+        guidance_projection=True,
+    )
+    pretrainer = TRIPSPretrainer(
+        backbone,
+        embedding_dim=16,
+        use_momentum=True,
+        queue_size=8,
+        embedding_pooling="mean",
+        contrastive_guidance="image",
+        fusion_objectives_start_step=1,
+    )
+    assert pretrainer.momentum_model.guidance_dense.kernel.shape == (64, 32)
+    pretrainer.compile(learning_rate=1e-3)
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(2)
+    history = pretrainer.fit(dataset, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    path = str(tmp_path / "wide.keras")
+    pretrainer.save(path)
+    restored = keras.saving.load_model(path)
+    batch = pretraining_batch(seed=1)
+    expected = {k: numpy(v) for k, v in pretrainer(batch).items()}
+    actual = {k: numpy(v) for k, v in restored(batch).items()}
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5)
+    assert restored.get_config()["contrastive_guidance"] == "image"

@@ -311,9 +311,7 @@ class TRIPSBackbone(keras.Model):
         """
         inputs = {"images": images}
         if text_embedding is not None:
-            if self.guidance_dense is not None:
-                text_embedding = self.guidance_dense(text_embedding)
-            inputs["text_embedding"] = text_embedding
+            inputs["text_embedding"] = self.selection_query(text_embedding)
         return self.vision_encoder(
             inputs,
             keep_rate=keep_rate,
@@ -321,6 +319,14 @@ class TRIPSBackbone(keras.Model):
             return_provenance=return_provenance,
             training=training,
         )
+
+    def selection_query(self, text_embedding):
+        """The query that selects patches for a text [CLS] `(B, text width)`:
+        the [CLS] itself, or its projection to the vision width
+        (`guidance_projection`)."""
+        if self.guidance_dense is None:
+            return text_embedding
+        return self.guidance_dense(text_embedding)
 
     def fuse(self, text_sequence, image_sequence, padding_mask, training=None):
         """Fusion states `(B, L, D)`: text attending to the image tokens."""

@@ -74,10 +74,8 @@ class TRIPSGrounding(TRIPSTask):
         padding_mask = self.padding_mask(inputs)
         text = self.backbone.encode_text(token_ids, padding_mask)
         vision_encoder = self.backbone.vision_encoder
-        _, provenance = vision_encoder(
-            {"images": inputs["images"], "text_embedding": text[:, 0]},
-            keep_rate=keep_rate,
-            return_provenance=True,
+        _, provenance = self.backbone.encode_image(
+            inputs["images"], text[:, 0], keep_rate=keep_rate, return_provenance=True
         )
         grid = vision_encoder.patch_embedding.grid_shape
         return ops.reshape(ops.sum(provenance, axis=1), (-1, *grid))

@@ -152,9 +152,7 @@ def resumable_stream(dataset_fn, start_step):
         start_step: int. Batches to skip.
     """
     # Plain Python (the readers check files): not for AutoGraph to convert.
-    one_pass = tf.autograph.experimental.do_not_convert(
-        lambda _: dataset_fn().repeat()
-    )
+    one_pass = tf.autograph.experimental.do_not_convert(lambda _: dataset_fn().repeat())
     stream = tf.data.Dataset.range(1).flat_map(one_pass)
     # The masking draws from stateful random ops in a parallel map: one
     # thread keeps their draw order.

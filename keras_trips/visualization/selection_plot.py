@@ -55,8 +55,9 @@ def vision_model_of(model):
 
 
 def text_embedding_of(backbone, text):
-    """The guiding text [CLS] `(1, D)` of `text`, through the backbone's text
-    tower (tokenised by `TRIPSTextPreprocessor`)."""
+    """The selection query `(1, D)` of `text`: its text [CLS] through the
+    backbone's text tower (tokenised by `TRIPSTextPreprocessor`) and, when
+    the backbone has one, its guidance projection."""
     from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 
     _check_text(text)
@@ -66,7 +67,7 @@ def text_embedding_of(backbone, text):
     features = preprocessor([text])
     token_ids = np.asarray(features["token_ids"])
     padding_mask = np.asarray(features["padding_mask"])
-    return backbone.encode_text(token_ids, padding_mask)[:, 0]
+    return backbone.selection_query(backbone.encode_text(token_ids, padding_mask)[:, 0])
 
 
 def _check_text(text):
