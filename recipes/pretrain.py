@@ -70,6 +70,10 @@ def main(argv=None, extra_callbacks=()):
             captions,
             phrases,
             sequence_length=training.caption_text_length(config),
+            # A short ITM shortlist and 200 phrases keep the evaluation
+            # within the main job's budget.
+            k_test=8,
+            max_phrases=200,
         )
         details += training.format_evaluation(evaluation)
     if phrases is not None:

@@ -121,6 +121,8 @@ class TRIPSBackbone(keras.Model):
             widths differ; allowed when they are equal.
         vision_stem: `"patch"` or `"conv"` (see `TRIPSPatchEmbedding`).
         dropout: float. Dropout of the text and fusion towers.
+        text_trainable: bool. `False` freezes the text encoder (a pretrained
+            one, as the "small" preset's; saved with the model).
         dtype: dtype policy, e.g. `"mixed_bfloat16"`.
 
     Example:
@@ -159,6 +161,7 @@ class TRIPSBackbone(keras.Model):
         guidance_projection=False,
         vision_stem="patch",
         dropout=0.1,
+        text_trainable=True,
         dtype=None,
         **kwargs,
     ):
@@ -183,6 +186,7 @@ class TRIPSBackbone(keras.Model):
             intermediate_dim=text_intermediate_dim,
             max_sequence_length=max_sequence_length,
             dropout=dropout,
+            trainable=text_trainable,
             dtype=self.dtype_policy,
             name="text_encoder",
         )
@@ -398,6 +402,7 @@ class TRIPSBackbone(keras.Model):
                 "guidance_projection": self.guidance_projection,
                 "vision_stem": self.vision_stem,
                 "dropout": self.dropout,
+                "text_trainable": self.text_encoder.trainable,
             }
         )
         return config

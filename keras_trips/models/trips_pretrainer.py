@@ -455,6 +455,12 @@ class TRIPSPretrainer(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips a custom `compile()` on load; this one takes the saved
+        # optimizer (and its schedule) as it is.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
         # The hard-negative sampler's state: a reloaded model draws the same

@@ -110,7 +110,7 @@ def format_evaluation(results):
     lines = [
         f"Retrieval on {results['num_images']} unseen test images and "
         f"{results['num_texts']} captions (chance in brackets):",
-        f"  {'':24}{'R@1':>15}{'R@5':>15}{'R@10':>15}",
+        f"  {'':30}{'R@1':>15}{'R@5':>15}{'R@10':>15}",
     ]
     for direction, name in (
         ("text_to_image", "text->image"),
@@ -123,7 +123,7 @@ def format_evaluation(results):
                 for k in (1, 5, 10)
             ]
             lines.append(
-                f"  {name + ' ' + scorer:24}" + "".join(f"{c:>15}" for c in cells)
+                f"  {name + ' ' + scorer:30}" + "".join(f"{c:>15}" for c in cells)
             )
     selection = results.get("selection")
     if selection:
