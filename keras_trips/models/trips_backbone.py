@@ -186,7 +186,6 @@ class TRIPSBackbone(keras.Model):
             intermediate_dim=text_intermediate_dim,
             max_sequence_length=max_sequence_length,
             dropout=dropout,
-            trainable=text_trainable,
             dtype=self.dtype_policy,
             name="text_encoder",
         )
@@ -221,6 +220,8 @@ class TRIPSBackbone(keras.Model):
             name="fusion_encoder",
         )
         self.build()
+        # After the build: the setter reaches every variable of the tower.
+        self.text_encoder.trainable = text_trainable
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
