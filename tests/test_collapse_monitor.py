@@ -1,16 +1,13 @@
 import math
 import warnings
 
-import keras
 import numpy as np
 import pytest
+from backend_utils import backend_independent
 
 from keras_trips.callbacks import CollapseMonitor
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 # ln(8) = 2.0794...
 CHANCE_8 = math.log(8)

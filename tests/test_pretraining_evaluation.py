@@ -1,8 +1,8 @@
 import json
 import re
 
-import keras
 import pytest
+from backend_utils import backend_independent
 from pretraining_utils import MICRO
 
 from keras_trips.datasets import scenes
@@ -12,11 +12,6 @@ from keras_trips.training import (
     format_evaluation,
     format_training_outcome,
     retrieval_chance,
-)
-
-backend_independent = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
 )
 
 # 4 images with 1, 2, 1 and 1 captions: M = 5 texts.

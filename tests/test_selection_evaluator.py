@@ -1,8 +1,8 @@
 import json
 
-import keras
 import numpy as np
 import pytest
+from backend_utils import backend_independent
 from keras import ops
 from PIL import Image
 from pretraining_utils import MICRO, pretraining_batch
@@ -14,11 +14,6 @@ from keras_trips.metrics import (
     selection_eval_data,
 )
 from keras_trips.models import TRIPSBackbone
-
-backend_independent = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
 
 
 def patch_mask(*indices, num_patches=16):
