@@ -2,6 +2,13 @@
 
 import keras
 import numpy as np
+import pytest
+
+# For tests of numpy or tf.data code, which no backend changes.
+backend_independent = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="backend-independent: runs once, under tensorflow",
+)
 
 
 def gradient(fn, x):

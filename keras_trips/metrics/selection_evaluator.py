@@ -97,13 +97,16 @@ class SelectionEvaluator:
             `"object_recall"` and `"object_precision"`.
         """
         target = np.asarray(target_patches, bool)
-        objects = np.asarray(object_patches, bool) | target
-        if target.shape != objects.shape or target.shape[0] != len(images):
+        objects = np.asarray(object_patches, bool)
+        # Checked before the union, which would broadcast mismatched shapes.
+        expected = (len(images), self.backbone.vision_encoder.num_patches)
+        if target.shape != expected or objects.shape != expected:
             raise ValueError(
                 "`target_patches` and `object_patches` must both have shape "
-                f"({len(images)}, num_patches). Received: {target.shape}, "
-                f"{np.shape(object_patches)}"
+                f"(num_phrases, num_patches) = {expected}. Received: "
+                f"{target.shape}, {objects.shape}"
             )
+        objects = objects | target
         if not target.any(axis=1).all():
             raise ValueError("Every phrase needs at least one target patch.")
         images, token_ids = np.asarray(images), np.asarray(token_ids)

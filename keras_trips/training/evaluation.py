@@ -29,8 +29,11 @@ def retrieval_chance(num_images, text_images, k):
     num_texts = len(text_images)
     text_to_image = min(1.0, k / num_images)
     counts = [list(text_images).count(i) for i in range(num_images)]
+    # k past the M texts ranks them all (and would divide by zero).
     misses = [
-        math.prod((num_texts - c - j) / (num_texts - j) for j in range(k))
+        math.prod(
+            (num_texts - c - j) / (num_texts - j) for j in range(min(k, num_texts))
+        )
         for c in counts
     ]
     image_to_text = 1.0 - sum(misses) / len(misses)
