@@ -269,7 +269,10 @@ def test_text_tower_wider_than_the_vision_tower(tmp_path):
     backbone = TRIPSBackbone(
         **{**MICRO, "text_hidden_dim": 64, "text_num_heads": 4},
         guidance_projection=True,
+        text_trainable=False,
     )
+    text_weights = {id(v) for v in backbone.text_encoder.weights}
+    assert not text_weights & {id(v) for v in backbone.trainable_weights}
     pretrainer = TRIPSPretrainer(
         backbone,
         embedding_dim=16,
@@ -293,3 +296,5 @@ def test_text_tower_wider_than_the_vision_tower(tmp_path):
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], atol=1e-5)
     assert restored.get_config()["contrastive_guidance"] == "image"
+    assert not restored.backbone.text_encoder.trainable
+    assert len(restored.trainable_weights) == len(pretrainer.trainable_weights)
