@@ -25,24 +25,20 @@ def main(argv=None):
     parser = training_options.training_parser(
         __doc__.splitlines()[0], "runs/finetune_retrieval"
     )
-    parser.set_defaults(epochs=2, learning_rate=1e-4, warmup_steps=0)
+    parser.set_defaults(
+        epochs=2, learning_rate=1e-4, warmup_steps=0, itc_only_fraction=0.0
+    )
     retrieval = parser.add_argument_group("retrieval")
     retrieval.add_argument("--init-from", help="A saved .keras backbone or pretrainer.")
     retrieval.add_argument("--k-test", type=int, default=16)
     retrieval.add_argument(
         "--eval-split", default="val", choices=("val", "test"), help="Scenes split."
     )
-    retrieval.add_argument(
-        "--eval-annotations",
-        help="ALBEF caption list of the gallery (default: the scenes split).",
-    )
     args, config = training_options.parse_training_options(parser, argv)
     xla.configure_tensorflow_xla()
-    for option in ("init_from", "eval_annotations"):
-        path = getattr(args, option)
-        if path and not os.path.isfile(path):
-            parser.error(f"--{option.replace('_', '-')}: no such file: {path}")
-    if config.data_format != "scenes" and not args.eval_annotations:
+    if args.init_from and not os.path.isfile(args.init_from):
+        parser.error(f"--init-from: no such file: {args.init_from}")
+    if config.data_format != "scenes" and not config.eval_annotations:
         parser.error("Data other than the scenes needs --eval-annotations.")
     if args.k_test < 1:
         parser.error("--k-test must be at least 1.")
@@ -65,9 +61,9 @@ def main(argv=None):
         files = training.save_models(pretrainer, config.output_dir)
 
     gallery = training.caption_eval_data(
-        args.eval_annotations or training.eval_caption_file(config, args.eval_split),
-        config.image_root if args.eval_annotations else None,
-        config.backbone_config["max_sequence_length"],
+        config.eval_annotations or training.eval_caption_file(config, args.eval_split),
+        config.image_root if config.eval_annotations else None,
+        training.caption_text_length(config),
         config.image_size,
     )
     recall = RetrievalEvaluator(pretrainer, k_test=args.k_test).evaluate(

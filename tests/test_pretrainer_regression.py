@@ -8,10 +8,13 @@ of the pretrainer's code that keeps its behaviour keeps these numbers.
 
 `data/legacy_pretrainer.keras` is a pretrainer (momentum model on, after those
 3 steps, saved under TensorFlow) of the first `.keras` layout, whose variable
-paths differ from today's: it converts and loads with the same outputs.
+paths differ from today's: it converts and loads with the outputs it had
+then, kept in the same file as `"legacy_file"`.
 
 Record anew (only when the behaviour changes on purpose) with
-`KERAS_BACKEND=<backend> python tests/test_pretrainer_regression.py`.
+`KERAS_BACKEND=<backend> python tests/test_pretrainer_regression.py`. (Recorded
+again when the ViT blocks' query, key and value projections became one fused
+projection, whose initialisation draws differ.)
 """
 
 import json
@@ -52,10 +55,9 @@ def build(case):
     return TRIPSPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16, **CASES[case])
 
 
-def regression_values(pretrainer, save_path=None):
+def regression_values(pretrainer):
     """Outputs on the batch, the logs of `STEPS` training steps, and the
-    outputs on another batch after them (`save_path`: where to save the
-    pretrainer before those)."""
+    outputs on another batch after them."""
     batch = pretraining_batch()
     values = {"before": floats(pretrainer(batch, training=False))}
     pretrainer.compile(learning_rate=1e-3, jit_compile=False)
@@ -63,15 +65,14 @@ def regression_values(pretrainer, save_path=None):
         values[f"step_{step}"] = floats(
             pretrainer.train_on_batch(batch, return_dict=True)
         )
-    if save_path:
-        pretrainer.save(save_path)
     values["after"] = floats(pretrainer(pretraining_batch(seed=1), training=False))
     return values
 
 
 def assert_close(actual, expected, skip=()):
     for stage, outputs in expected.items():
-        assert set(actual[stage]) == set(outputs), stage
+        # Every recorded value is still there (diagnostics may be added).
+        assert set(outputs) <= set(actual[stage]), stage
         for name, value in outputs.items():
             if name not in skip:
                 np.testing.assert_allclose(
@@ -95,7 +96,7 @@ def test_keras_file_of_the_first_layout_says_how_to_convert_then_loads(tmp_path)
     convert_legacy_pretrainer(LEGACY_PATH, converted)
     pretrainer = keras.saving.load_model(converted)
     with open(EXPECTED_PATH) as file:
-        expected = json.load(file)["tensorflow"]["momentum"]["after"]
+        expected = json.load(file)["legacy_file"]
     actual = floats(pretrainer(pretraining_batch(seed=1), training=False))
     skip = () if BACKEND == "tensorflow" else BACKEND_RANDOM_OUTPUTS
     assert_close({"after": actual}, {"after": expected}, skip)
@@ -104,17 +105,14 @@ def test_keras_file_of_the_first_layout_says_how_to_convert_then_loads(tmp_path)
 
 
 def record():
-    """Writes this backend's values (and, under TensorFlow, the legacy file)."""
+    """Writes this backend's values."""
     expected = {}
     if os.path.isfile(EXPECTED_PATH):
         with open(EXPECTED_PATH) as file:
             expected = json.load(file)
     expected[BACKEND] = {}
     for case in sorted(CASES):
-        legacy = case == "momentum" and BACKEND == "tensorflow"
-        expected[BACKEND][case] = regression_values(
-            build(case), LEGACY_PATH if legacy else None
-        )
+        expected[BACKEND][case] = regression_values(build(case))
     with open(EXPECTED_PATH, "w") as file:
         json.dump(expected, file, indent=1, sort_keys=True)
         file.write("\n")

@@ -157,6 +157,41 @@ def test_training_config_validates_without_a_command_line(tmp_path):
         training.TrainingConfig(schedule="linear")
     with pytest.raises(ValueError, match="`data_format` coco needs `annotations`"):
         training.TrainingConfig(data_format="coco")
+    with pytest.raises(ValueError, match=r"`text_length` must be between 2 and .* 32"):
+        training.TrainingConfig(text_length=40)
+    with pytest.raises(ValueError, match=r"`min_crop_area` must be in \(0, 1\]"):
+        training.TrainingConfig(min_crop_area=0.0)
+    with pytest.raises(ValueError, match=r"`itc_only_fraction` must be in \[0, 1\)"):
+        training.TrainingConfig(itc_only_fraction=1.0)
+    with pytest.raises(ValueError, match="`eval_phrases`: no such file: /no/refs"):
+        training.TrainingConfig(eval_phrases="/no/refs.json")
+
+
+def test_small_preset_freezes_its_pretrained_text_tower_by_default():
+    assert training.TrainingConfig().freeze_text
+    assert not training.TrainingConfig(model="tiny").freeze_text
+    assert not training.TrainingConfig(freeze_text=False).freeze_text
+
+
+def test_text_length_defaults_to_the_longest_training_caption(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rows = [
+        {"image": "a.png", "caption": ["a cow", "a cow above a crown"]},
+        {"image": "a.png", "caption": "a bird"},
+    ]
+    annotations = tmp_path / "train.json"
+    annotations.write_text(json.dumps(rows))
+    config = training.TrainingConfig(
+        model="tiny", data_format="albef", annotations=str(annotations)
+    )
+    # [CLS] a cow above a crown [SEP]
+    assert training.caption_text_length(config) == 7
+    given = training.TrainingConfig(
+        model="tiny", data_format="albef", annotations=str(annotations), text_length=9
+    )
+    assert training.caption_text_length(given) == 9
 
 
 def test_schedule_from_epochs_or_steps():
