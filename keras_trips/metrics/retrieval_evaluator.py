@@ -1,7 +1,7 @@
 import numpy as np
-from keras import ops
 
 from keras_trips.metrics.retrieval_recall import retrieval_recall
+from keras_trips.utils.compiled_function import CompiledFunction
 
 
 class RetrievalEvaluator:
@@ -48,38 +48,46 @@ class RetrievalEvaluator:
     def itc_similarity(self, images, token_ids, padding_mask):
         """`(num_images, num_texts)` ITC similarities, and the text states
         (reused for the ITM pass)."""
-        backbone = self.pretrainer.backbone
-        image_embeddings, text_embeddings, text_states = [], [], []
-        for part in self._batches(len(images)):
-            # No text embedding: the vision encoder selects by the image [CLS].
-            tokens = backbone.encode_image(images[part])
-            image_embeddings.append(self.pretrainer.embed_image(tokens))
-        for part in self._batches(len(token_ids)):
-            states = backbone.encode_text(token_ids[part], padding_mask[part])
-            text_states.append(ops.convert_to_numpy(states))
-            text_embeddings.append(
-                self.pretrainer.embed_text(states, padding_mask[part])
-            )
-        similarity = ops.convert_to_numpy(
-            ops.matmul(
-                ops.concatenate(image_embeddings),
-                ops.transpose(ops.concatenate(text_embeddings)),
-            )
+        # No text embedding: the vision encoder selects by the image [CLS].
+        embed_images = CompiledFunction(
+            self.pretrainer,
+            lambda model, x: model.embed_image(
+                model.backbone.encode_image(x["images"])
+            ),
         )
-        return similarity, np.concatenate(text_states)
+        image_embeddings = [
+            embed_images.predict_on_batch({"images": images[part]})
+            for part in self._batches(len(images))
+        ]
+        embed_texts = CompiledFunction(self.pretrainer, _text_states_and_embeddings)
+        texts = [
+            embed_texts.predict_on_batch(
+                {"token_ids": token_ids[part], "padding_mask": padding_mask[part]}
+            )
+            for part in self._batches(len(token_ids))
+        ]
+        similarity = (
+            np.concatenate(image_embeddings)
+            @ np.concatenate([text["embeddings"] for text in texts]).T
+        )
+        return similarity, np.concatenate([text["states"] for text in texts])
 
     def itm_scores(self, images, text_states, padding_mask, pairs):
         """P(match) (`TRIPSPretrainer.match_probability`) of `(image index,
         text index)` pairs, each image encoded under its text's guidance."""
-        backbone = self.pretrainer.backbone
+        match = CompiledFunction(self.pretrainer, _guided_match_probability)
         scores = []
         for part in self._batches(len(pairs)):
             image_index, text_index = pairs[part, 0], pairs[part, 1]
-            texts = text_states[text_index]
-            mask = padding_mask[text_index]
-            tokens = backbone.encode_image(images[image_index], texts[:, 0])
-            probability = self.pretrainer.match_probability(texts, tokens, mask)
-            scores.append(ops.convert_to_numpy(probability))
+            scores.append(
+                match.predict_on_batch(
+                    {
+                        "images": images[image_index],
+                        "text_states": text_states[text_index],
+                        "padding_mask": padding_mask[text_index],
+                    }
+                )
+            )
         return np.concatenate(scores)
 
     def evaluate(self, images, token_ids, padding_mask, text_images, ks=(1, 5, 10)):
@@ -125,3 +133,19 @@ class RetrievalEvaluator:
         recalls = retrieval_recall(image_to_text, text_to_image, text_images, ks)
         itc_recalls = retrieval_recall(similarity, similarity.T, text_images, ks)
         return {**recalls, **{f"itc_{k}": v for k, v in itc_recalls.items()}}
+
+
+def _text_states_and_embeddings(pretrainer, inputs):
+    states = pretrainer.backbone.encode_text(
+        inputs["token_ids"], inputs["padding_mask"]
+    )
+    return {
+        "states": states,
+        "embeddings": pretrainer.embed_text(states, inputs["padding_mask"]),
+    }
+
+
+def _guided_match_probability(pretrainer, inputs):
+    texts = inputs["text_states"]
+    tokens = pretrainer.backbone.encode_image(inputs["images"], texts[:, 0])
+    return pretrainer.match_probability(texts, tokens, inputs["padding_mask"])

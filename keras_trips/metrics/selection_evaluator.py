@@ -5,6 +5,8 @@ import os
 import numpy as np
 from keras import ops
 
+from keras_trips.utils.compiled_function import CompiledFunction
+
 GUIDANCES = ("text", "image", "random")
 
 
@@ -61,23 +63,37 @@ class SelectionEvaluator:
 
     def kept_patches(self, images, token_ids, padding_mask, guidance, keep_rate):
         """`(M, num_patches)` bool: the patches each phrase's pass keeps."""
-        kept = []
-        for start in range(0, len(images), self.batch_size):
-            part = slice(start, start + self.batch_size)
+
+        def largest_weights(backbone, inputs):
             text_embedding = None
             if guidance == "text":
-                states = self.backbone.encode_text(token_ids[part], padding_mask[part])
+                states = backbone.encode_text(
+                    inputs["token_ids"], inputs["padding_mask"]
+                )
                 text_embedding = states[:, 0]
-            _, provenance = self.backbone.encode_image(
-                images[part],
+            _, provenance = backbone.encode_image(
+                inputs["images"],
                 text_embedding,
                 keep_rate=keep_rate,
                 guidance=guidance,
                 return_provenance=True,
             )
+            return ops.max(provenance, axis=1)
+
+        compiled = CompiledFunction(self.backbone, largest_weights)
+        kept = []
+        for start in range(0, len(images), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            weights = compiled.predict_on_batch(
+                {
+                    "images": images[part],
+                    "token_ids": token_ids[part],
+                    "padding_mask": padding_mask[part],
+                }
+            )
             # A kept patch's row is one-hot; a fused token's weights are at
             # most 1/2 (the top-scored patches are the kept ones).
-            kept.append(np.max(ops.convert_to_numpy(provenance), axis=1) > 0.999)
+            kept.append(np.asarray(weights) > 0.999)
         return np.concatenate(kept)
 
     def evaluate(self, images, token_ids, padding_mask, target_patches, object_patches):
