@@ -76,6 +76,8 @@ def test_evaluator_reranks_the_shortlist_by_itm():
         for i in np.argsort(-similarity[:, t])[:2]:
             text_to_image[t, i] = itm[i, t]
     expected = retrieval_recall(image_to_text, text_to_image, text_images)
+    itc = retrieval_recall(similarity, similarity.T, text_images)
+    expected.update({f"itc_{name}": value for name, value in itc.items()})
     assert recall == pytest.approx(expected, abs=1e-6)
     # With 2 of 4 candidates shortlisted, recall@10 counts the shortlist only.
     assert recall["text_to_image_r10"] <= 1.0
