@@ -69,14 +69,14 @@ def regression_values(pretrainer):
     return values
 
 
-def assert_close(actual, expected, skip=()):
+def assert_close(actual, expected, skip=(), rtol=RTOL):
     for stage, outputs in expected.items():
         # Every recorded value is still there (diagnostics may be added).
         assert set(outputs) <= set(actual[stage]), stage
         for name, value in outputs.items():
             if name not in skip:
                 np.testing.assert_allclose(
-                    actual[stage][name], value, rtol=RTOL, err_msg=f"{stage} {name}"
+                    actual[stage][name], value, rtol=rtol, err_msg=f"{stage} {name}"
                 )
 
 
@@ -99,7 +99,9 @@ def test_keras_file_of_the_first_layout_says_how_to_convert_then_loads(tmp_path)
         expected = json.load(file)["legacy_file"]
     actual = floats(pretrainer(pretraining_batch(seed=1), training=False))
     skip = () if BACKEND == "tensorflow" else BACKEND_RANDOM_OUTPUTS
-    assert_close({"after": actual}, {"after": expected}, skip)
+    # Its three query/key/value kernels load into today's fused projection,
+    # which sums in another order.
+    assert_close({"after": actual}, {"after": expected}, skip, rtol=1e-4)
     with pytest.raises(ValueError, match="today's layout already"):
         convert_legacy_pretrainer(converted, str(tmp_path / "again.keras"))
 

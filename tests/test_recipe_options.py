@@ -237,7 +237,8 @@ def test_pretraining_on_caption_files(data_format, caption_files, tmp_path):
         *caption_files[data_format],
     )
     reports_missing_image = (
-        pytest.warns(UserWarning, match=r"Skipped 1 of 17 rows of .*coco\.json")
+        # The count covers both lists: 17 images and 32 annotations.
+        pytest.warns(UserWarning, match=r"Skipped 1 of 49 rows of .*coco\.json")
         if data_format == "coco"
         else contextlib.nullcontext()
     )
