@@ -37,7 +37,7 @@ def test_an_nlvr2_row_with_one_image_is_skipped_and_counted(images):
     rows = [
         {"images": ["0.png", "1.png"], "sentence": "two", "label": True},
         {"images": ["2.png"], "sentence": "one image", "label": False},
-        {"images": ["2.png", "3.png"], "sentence": "", "label": "false"},
+        {"images": ["2.png", "3.png"], "sentence": "a statement", "label": "false"},
     ]
     path = images / "nlvr.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows))
@@ -78,7 +78,9 @@ def test_an_answer_outside_the_vocabulary(images):
     # Training skips it (and says so); evaluation keeps it at score 0, as
     # the official evaluation counts it.
     with pytest.warns(UserWarning, match="Skipped 1 of 2.*no answer in the vocabulary"):
-        train = data.vqa_dataset(*arguments, answer_vocabulary=["yes", "no"], **read())
+        train = data.vqa_dataset(
+            *arguments, answer_vocabulary=["yes", "no"], **read(skip_unanswerable=True)
+        )
     assert sum(1 for _ in train) == 1
     evaluation = data.vqa_dataset(
         *arguments, answer_vocabulary=["yes", "no"], **read(skip_unanswerable=False)

@@ -62,11 +62,18 @@ def test_served_outputs_match_keras(task, tmp_path):
     model = make_model(TRIPSBackbone(**MICRO))
     path = str(tmp_path / task)
     names = export_saved_model(model, path, sequence_length=8)
-    assert names == [SIGNATURES[task]]
+    # Raw uint8 pixels under the task's name, normalised float32 beside it.
+    name = SIGNATURES[task]
+    assert sorted(names) == [name, f"{name}_normalized"]
     x = task_features(batch=3, pairs=pairs)
-    served = tf.saved_model.load(path).signatures["serving_default"]
+    served = tf.saved_model.load(path).signatures[f"{name}_normalized"]
     arguments = served.structured_input_signature[1]
-    outputs = served(**{key: tf.constant(x[key]) for key in arguments})
+    outputs = served(
+        **{
+            key: tf.cast(x["images" if key.startswith("images") else key], spec.dtype)
+            for key, spec in arguments.items()
+        }
+    )
     expected = keras_outputs(task, model, x)
     assert sorted(outputs) == sorted(expected)
     for key, value in expected.items():

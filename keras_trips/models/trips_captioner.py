@@ -217,9 +217,14 @@ class TRIPSCaptioner(TRIPSTask):
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        targets = ops.cast(x["token_ids"][:, 1:], "int32")
-        weights = ops.cast(self.padding_mask(x)[:, 1:], "float32")
         predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        # Shaped as the predictions: tf.data may leave the rank unknown.
+        targets = ops.reshape(
+            ops.cast(x["token_ids"][:, 1:], "int32"), ops.shape(predicted)
+        )
+        weights = ops.reshape(
+            ops.cast(self.padding_mask(x)[:, 1:], "float32"), ops.shape(predicted)
+        )
         correct = ops.cast(predicted == targets, "float32")
         self.loss_tracker.update_state(self.compute_loss(x, y, y_pred))
         self.accuracy_tracker.update_state(correct, sample_weight=weights)
