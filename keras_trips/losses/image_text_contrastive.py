@@ -24,8 +24,9 @@ def contrastive_embedding(projection, sequence, padding_mask=None, pooling="cls"
         if padding_mask is not None:
             weights = ops.cast(padding_mask, sequence.dtype)
         weights = weights[:, 1:, None]
-        pooled = ops.sum(sequence[:, 1:] * weights, axis=1) / ops.maximum(
-            ops.sum(weights, axis=1), 1.0
+        pooled = ops.divide(
+            ops.sum(ops.multiply(sequence[:, 1:], weights), axis=1),
+            ops.maximum(ops.sum(weights, axis=1), 1.0),
         )
     embedding = ops.cast(projection(pooled), "float32")
     return embedding / (ops.norm(embedding, axis=-1, keepdims=True) + 1e-12)
