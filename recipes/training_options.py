@@ -84,6 +84,14 @@ def training_parser(description, output_dir):
         name = "--" + field.name.replace("_", "-")
         if field.type is bool:
             group.add_argument(name, action="store_true", help=metadata["help"])
+        elif _plain_type(field.type) is bool:
+            # A switch with a third state, None: `--name` or `--no-name`.
+            group.add_argument(
+                name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=metadata["help"],
+            )
         else:
             group.add_argument(
                 name,
@@ -168,13 +176,19 @@ def _config_arguments(parser, path):
         option = action.option_strings[0]
         if value is None:
             continue  # the default
-        if isinstance(action, argparse._StoreTrueAction):
+        switch = isinstance(
+            action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)
+        )
+        if switch:
             if not isinstance(value, bool):
                 parser.error(
                     f"--config {path}: {option} is a switch: true or false. "
                     f"Received: {value!r}"
                 )
-            argv += [option] if value else []
+            if value:
+                argv.append(option)
+            elif isinstance(action, argparse.BooleanOptionalAction):
+                argv.append(action.option_strings[1])
         elif isinstance(value, dict):
             argv += [option, json.dumps(value)]
         elif isinstance(value, list):

@@ -167,10 +167,15 @@ def test_training_config_validates_without_a_command_line(tmp_path):
         training.TrainingConfig(eval_phrases="/no/refs.json")
 
 
-def test_small_preset_freezes_its_pretrained_text_tower_by_default():
+def test_small_preset_freezes_its_pretrained_text_tower_by_default(tmp_path):
     assert training.TrainingConfig().freeze_text
     assert not training.TrainingConfig(model="tiny").freeze_text
     assert not training.TrainingConfig(freeze_text=False).freeze_text
+    assert not parse("--no-freeze-text").freeze_text
+    assert parse("--model", "tiny", "--freeze-text").freeze_text
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"freeze_text": False}))
+    assert not parse("--config", str(config)).freeze_text
 
 
 def test_text_length_defaults_to_the_longest_training_caption(tmp_path):
