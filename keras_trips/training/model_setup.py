@@ -28,11 +28,9 @@ def build_pretrainer(config, total_steps, init_from=None):
         fusion_objectives_start_step=int(config.itc_only_fraction * total_steps),
     )
     if init_from is None:
-        backbone = TRIPSBackbone.from_preset(
-            config.model,
-            **config.backbone_config,
-            text_trainable=not config.freeze_text,
-        )
+        # `freeze_text` decides, also over a `text_trainable` override.
+        arguments = {**config.backbone_config, "text_trainable": not config.freeze_text}
+        backbone = TRIPSBackbone.from_preset(config.model, **arguments)
         pretrainer = TRIPSPretrainer(backbone, **task)
     else:
         loaded = load_model(init_from, compile=False)
