@@ -56,9 +56,7 @@ def examples_per_pass(config, captions):
     """
     if config.data_format == "tfrecord":
         return None
-    annotations, image_root = caption_files(config)
-    read = read_coco_captions if config.data_format == "coco" else read_albef_json
-    rows = read(annotations, image_root)
+    rows = _training_rows(config)
     if captions == "random":
         count, unit = len(rows), "images"
     else:
@@ -66,7 +64,7 @@ def examples_per_pass(config, captions):
     if count < config.batch_size:
         # drop_remainder: not one batch, and Keras would fail in `fit`.
         raise TrainingConfigError(
-            f"{{}} {config.batch_size}: the training data ({annotations}) "
+            f"{{}} {config.batch_size}: the training data ({caption_files(config)[0]}) "
             f"holds {count} usable {unit}, fewer than one global batch.",
             "batch_size",
         )
@@ -84,13 +82,16 @@ def caption_text_length(config):
         return config.text_length
     if config.data_format == "tfrecord":
         return longest
-    annotations, image_root = caption_files(config)
-    read = read_coco_captions if config.data_format == "coco" else read_albef_json
-    captions = [
-        text for row in read(annotations, image_root) for text in row["captions"]
-    ]
+    captions = [text for row in _training_rows(config) for text in row["captions"]]
     tokens = data.TRIPSTextPreprocessor().tokenizer(captions)
     return min(longest, max(len(caption) for caption in tokens) + 2)
+
+
+def _training_rows(config):
+    """The validated rows of the run's caption file (ALBEF or COCO)."""
+    annotations, image_root = caption_files(config)
+    read = read_coco_captions if config.data_format == "coco" else read_albef_json
+    return read(annotations, image_root)
 
 
 def training_dataset_fn(config, masking=True):
