@@ -4,10 +4,21 @@ import keras
 import numpy as np
 import pytest
 
-# For tests of numpy or tf.data code, which no backend changes.
+# The test matrix runs some tests under one backend only: the one that runs
+# them fastest (no graph tracing, no compiling of a tiny model).
+ONCE_BACKEND = "torch"
+# Tests of numpy or tf.data code, which no backend changes.
 backend_independent = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
+    keras.backend.backend() != ONCE_BACKEND,
+    reason=f"backend-independent: runs once, under {ONCE_BACKEND}",
+)
+# Tests that run a recipe or tool end to end. The recipes are thin fronts
+# over the library, whose layers, models, `fit`, saving and export the
+# matrix tests under every backend; what each backend does differently
+# (resuming, data parallelism) has its own test under each.
+end_to_end = pytest.mark.skipif(
+    keras.backend.backend() != ONCE_BACKEND,
+    reason=f"end to end through a recipe or tool: runs once, under {ONCE_BACKEND}",
 )
 
 

@@ -2,22 +2,14 @@
 
 import numpy as np
 
-MICRO = dict(
-    vocabulary_size=100,
-    image_shape=(32, 32, 3),
-    patch_size=8,
-    hidden_dim=32,
-    num_heads=2,
-    vision_num_layers=2,
-    vision_mlp_dim=64,
-    text_num_layers=1,
-    fusion_num_layers=1,
-    text_intermediate_dim=64,
-    max_sequence_length=8,
-    selection_layers=(0,),
-    keep_rate=0.5,
-    dropout=0.0,
-)
+from keras_trips.models import TRIPSBackbone
+
+# The "micro" preset on a 100-word vocabulary and 8-token texts.
+MICRO = {
+    **TRIPSBackbone.presets["micro"],
+    "vocabulary_size": 100,
+    "max_sequence_length": 8,
+}
 
 
 def pretraining_batch(batch_size=4, seed=0):

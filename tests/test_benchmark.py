@@ -7,6 +7,7 @@ import os
 
 import keras
 import pytest
+from backend_utils import end_to_end
 
 # Tiny config: 32 px, patch 8 -> N = 16 patches, 2 blocks, width D = 32,
 # MLP M = 64, 3 channels, selection after the attention of blocks 0 and 1.
@@ -90,6 +91,7 @@ def check_timings(results, modes):
                 )
 
 
+@end_to_end
 def test_every_configuration_is_timed(report):
     results = report["results"]
     assert set(results) == {"none", "keep0.7", "keep0.5", "keras_hub"}
@@ -97,6 +99,7 @@ def test_every_configuration_is_timed(report):
     assert "train" not in results["none"]
 
 
+@end_to_end
 @pytest.mark.slow
 def test_train_steps_are_timed(tmp_path_factory):
     report = run_cli(tmp_path_factory, "--configs", "keep0.5")
@@ -105,6 +108,7 @@ def test_train_steps_are_timed(tmp_path_factory):
     check_timings(results, ["forward", "train"])
 
 
+@end_to_end
 def test_flops_and_predicted_speedups_match_hand_computed_values(report):
     results = report["results"]
     for name, expected in EXPECTED_FLOPS.items():
@@ -231,6 +235,7 @@ def run_pretraining_cli(tmp_path_factory, *flags):
     )
 
 
+@end_to_end
 def test_pretraining_cli_writes_its_report(tmp_path_factory):
     # The reference alone, not compiled by XLA: compiling pre-training steps
     # takes a minute or two on a small CPU.
@@ -240,6 +245,7 @@ def test_pretraining_cli_writes_its_report(tmp_path_factory):
     check_pretraining_report(report, {"none"})
 
 
+@end_to_end
 @pytest.mark.slow
 def test_pretraining_cli_times_selection_compiled(tmp_path_factory):
     report = run_pretraining_cli(tmp_path_factory, "--configs", "keep0.5")

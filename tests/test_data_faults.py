@@ -5,20 +5,17 @@ other failure is loud."""
 import json
 import warnings
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backend_utils import backend_independent
 from PIL import Image
 
 from keras_trips import data
 from keras_trips.data import validation
 from keras_trips.training.data import caption_eval_data
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 # Solid colours far apart, so that a misplaced image cannot pass for another.
 COLOURS = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (250, 250, 10), (10, 250, 250)]

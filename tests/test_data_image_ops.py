@@ -1,14 +1,10 @@
-import keras
 import numpy as np
-import pytest
 import tensorflow as tf
+from backend_utils import backend_independent
 
 from keras_trips.data import CLIP_MEAN, CLIP_STD, image_ops
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 
 def test_swap_left_right_whole_words_only():

@@ -1,16 +1,13 @@
 import json
 
-import keras
 import numpy as np
 import pytest
+from backend_utils import backend_independent
 from PIL import Image
 
 from keras_trips import data
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 READ = dict(batch_size=1, image_size=16, training=False)
 

@@ -1,16 +1,13 @@
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backend_utils import backend_independent
 
 from keras_trips.data import TRIPSTextPreprocessor, default_vocabulary_path
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 

@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from backend_utils import end_to_end
 from PIL import Image
 from test_recipes import load_recipe, micro_arguments
 
@@ -24,7 +25,7 @@ STEPS = 4
 BATCH_SIZE = 8  # micro_arguments'
 QUEUE_SIZE = 12  # not a multiple of the batch: the pointer wraps mid-batch
 
-pytestmark = pytest.mark.usefixtures("scenes_cache")
+pytestmark = [pytest.mark.usefixtures("scenes_cache"), end_to_end]
 training_options = load_recipe("training_options")
 
 
@@ -221,10 +222,6 @@ def caption_files(tmp_path_factory):
     }
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent data: runs once, under tensorflow",
-)
 @pytest.mark.parametrize("data_format", ["albef", "coco", "tfrecord"])
 def test_pretraining_on_caption_files(data_format, caption_files, tmp_path):
     # An epoch is one pass over an annotation file: 16 images, batches of 8.

@@ -4,13 +4,12 @@ import importlib.util
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from backend_utils import end_to_end
 from pretraining_utils import MICRO
 
 pytestmark = pytest.mark.usefixtures("scenes_cache")
@@ -85,6 +84,7 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         "--steps-per-epoch=5",
         "--checkpoint-every=3",
         "--dropout=0.1",
+        "--skip-evaluation",
     ]
     straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
 
@@ -117,6 +117,7 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         assert np.isfinite(resumed["final"][name])
 
 
+@end_to_end
 def test_retrieval_finetuning_reports_recall(tmp_path):
     finetune = load_recipe("finetune_retrieval")
     result = finetune.main(
@@ -126,90 +127,3 @@ def test_retrieval_finetuning_reports_recall(tmp_path):
     assert set(result["recall"]) >= {"image_to_text_r1", "text_to_image_r10"}
     assert all(0.0 <= value <= 1.0 for value in result["recall"].values())
     assert os.path.isfile(result["files"]["pretrainer"])
-
-
-def run_script(script, tmp_path, **environment):
-    """Runs `script` in a fresh interpreter (device counts are fixed at
-    import); returns the JSON it prints last."""
-    env = {**os.environ, **environment}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(pathlib.Path(__file__).parent), env.get("PYTHONPATH", "")]
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-LOSSES = ("loss", "itc_loss", "itm_loss", "mlm_loss")
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX DataParallel")
-def test_jax_data_parallel_matches_one_device(tmp_path):
-    # The model sees the global batch as one sharded array: the same losses.
-    script = """
-        import json, sys
-        import keras
-        from test_recipes import load_recipe, micro_arguments
-        from keras_trips import training
-
-        assert len(keras.distribution.list_devices()) == 2
-        pretrain = load_recipe("pretrain")
-        logs = {}
-        for name, extra in [("single", []), ("parallel", ["--data-parallel"])]:
-            output = sys.argv[1] + "/" + name
-            argv = micro_arguments(output, "--steps=3", "--momentum", "--queue-size=12")
-            pretrain.main([*argv, *extra])
-            logs[name] = training.read_step_log(output + "/steps.csv")
-        print(json.dumps(logs))
-    """
-    flags = os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    logs = run_script(
-        script,
-        tmp_path,
-        KERAS_BACKEND="jax",
-        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2",
-    )
-    for name in LOSSES:
-        np.testing.assert_allclose(
-            logs["parallel"][name], logs["single"][name], rtol=1e-4, atol=1e-5
-        )
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy")
-def test_tensorflow_mirrored_strategy_matches_one_device(tmp_path):
-    # Each replica runs the step on its half of the global batch; the
-    # contrastive and hard negatives, the momentum queues and the loss means
-    # span both halves, so the losses are those of one device.
-    script = """
-        import json, sys
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
-        from test_recipes import load_recipe, micro_arguments
-        from keras_trips import training
-
-        pretrain = load_recipe("pretrain")
-        logs = {}
-        for name, extra in [("single", []), ("parallel", ["--data-parallel"])]:
-            output = sys.argv[1] + "/" + name
-            argv = micro_arguments(output, "--steps=3", "--momentum", "--queue-size=12")
-            result = pretrain.main([*argv, *extra])
-            logs[name] = training.read_step_log(output + "/steps.csv")
-        assert len(result["config"].devices) == 2
-        print(json.dumps(logs))
-    """
-    logs = run_script(script, tmp_path, KERAS_BACKEND="tensorflow")
-    assert logs["parallel"]["step"] == [1.0, 2.0, 3.0]
-    for name in LOSSES:
-        np.testing.assert_allclose(
-            logs["parallel"][name], logs["single"][name], rtol=1e-4, atol=1e-5
-        )

@@ -1,18 +1,15 @@
 import itertools
 import json
 
-import keras
 import numpy as np
 import pytest
+from backend_utils import backend_independent
 from PIL import Image
 
 from keras_trips.datasets import scenes
 from keras_trips.datasets.scenes import catalog
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 COUNTS = dict(num_train=40, num_val=10, num_test=20)
 

@@ -2,18 +2,15 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
+from backend_utils import backend_independent
 from PIL import Image
 
 from keras_trips import data
 from keras_trips.tasks import task_datasets
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="backend-independent: runs once, under tensorflow",
-)
+pytestmark = backend_independent
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from backend_utils import end_to_end
 from pretraining_utils import MICRO
 from test_recipes import RECIPES, load_recipe
 
 from keras_trips.models import TRIPSBackbone
 
-pytestmark = pytest.mark.usefixtures("scenes_cache")
+pytestmark = [pytest.mark.usefixtures("scenes_cache"), end_to_end]
 
 METRICS = {
     "vqa": "vqa_accuracy",

@@ -199,6 +199,19 @@ def test_text_length_defaults_to_the_longest_training_caption(tmp_path):
     assert training.caption_text_length(given) == 9
 
 
+def test_evaluation_files_and_skipping_them(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    annotations = tmp_path / "train.json"
+    annotations.write_text(json.dumps([{"image": "a.png", "caption": "a cow"}]))
+    common = dict(model="tiny", data_format="albef", annotations=str(annotations))
+    assert training.eval_files(training.TrainingConfig(**common)) == (None, None)
+    given = dict(eval_annotations=str(annotations), eval_phrases=str(annotations))
+    config = training.TrainingConfig(**common, **given)
+    assert training.eval_files(config) == (str(annotations), str(annotations))
+    skipped = training.TrainingConfig(**common, **given, skip_evaluation=True)
+    assert training.eval_files(skipped) == (None, None)
+
+
 def test_schedule_from_epochs_or_steps():
     config = parse("--epochs", "3", "--batch-size", "32")
     assert training.training_schedule(config, examples_per_pass=4000) == (125, 3, 375)

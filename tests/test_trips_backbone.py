@@ -35,6 +35,9 @@ def test_outputs_and_text_guidance():
 
 
 def test_presets():
+    assert set(TRIPSBackbone.presets) == {"micro", "tiny", "small", "base"}
+    micro = TRIPSBackbone.from_preset("micro")
+    assert micro.vision_encoder.sequence_lengths() == [17, 10, 10]
     tiny = TRIPSBackbone.presets["tiny"]
     assert tiny["image_shape"] == (64, 64, 3) and tiny["patch_size"] == 8
     base = TRIPSBackbone.presets["base"]

@@ -10,6 +10,7 @@ import keras_hub
 import matplotlib
 import numpy as np
 import pytest
+from backend_utils import end_to_end
 from matplotlib.patches import Rectangle
 from PIL import Image
 from pretraining_utils import MICRO
@@ -163,6 +164,7 @@ def load_tool():
     return tool
 
 
+@end_to_end
 def test_the_tool_draws_from_saved_backbones_and_encoders(tmp_path, capsys):
     picture = str(tmp_path / "scene.jpg")
     # A non-square picture of another size: the tool crops and resizes it.

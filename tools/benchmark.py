@@ -45,20 +45,13 @@ REFERENCE = "none"
 
 VIT_B16 = dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
 TINY = dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
-# --task pretraining --tiny: TINY's vision tower, one text and one fusion layer.
-TINY_BACKBONE = dict(
-    vocabulary_size=100,
-    image_shape=(32, 32, 3),
-    patch_size=8,
-    hidden_dim=32,
-    num_heads=2,
-    vision_num_layers=2,
-    vision_mlp_dim=64,
-    text_num_layers=1,
-    fusion_num_layers=1,
-    text_intermediate_dim=64,
-    max_sequence_length=16,
-)
+# --task pretraining --tiny: the "micro" preset (TINY's vision tower, one text
+# and one fusion layer) on a 100-word vocabulary; selection set per config.
+TINY_BACKBONE = {
+    key: value
+    for key, value in TRIPSBackbone.presets["micro"].items()
+    if key not in ("selection_layers", "keep_rate", "dropout")
+} | {"vocabulary_size": 100}
 TINY_EMBEDDING_DIM = 16
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the whole test matrix: lint, then the test
-# suite once per Keras backend. Usage: bash tools/test.sh [pytest args...]
+# suite once per Keras backend, on two pytest workers (the tests of one file
+# share a worker). Usage: bash tools/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh test
@@ -10,5 +11,6 @@ ruff format --check .
 
 for backend in tensorflow jax torch; do
   echo "=== KERAS_BACKEND=$backend"
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@"
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider -p no:benchmark \
+    -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
 done

@@ -11,6 +11,23 @@ from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
 
 PRESETS = {
+    # Seconds to build and trace: tests, benchmarks' smoke runs, debugging.
+    "micro": dict(
+        vocabulary_size=30522,
+        image_shape=(32, 32, 3),
+        patch_size=8,
+        hidden_dim=32,
+        num_heads=2,
+        vision_num_layers=2,
+        vision_mlp_dim=64,
+        text_num_layers=1,
+        fusion_num_layers=1,
+        text_intermediate_dim=64,
+        max_sequence_length=16,
+        selection_layers=(0,),
+        keep_rate=0.5,
+        dropout=0.0,
+    ),
     # Trains on 2 CPU cores in minutes.
     "tiny": dict(
         vocabulary_size=30522,

@@ -454,12 +454,14 @@ class TRIPSPretrainer(keras.Model):
                 gradient_accumulation_steps,
             )
         super().compile(optimizer=optimizer, **kwargs)
+        # Built now, not inside the first traced step: TensorFlow traces a
+        # step that creates variables twice.
+        self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Keras skips a custom `compile()` on load; this one takes the saved
         # optimizer (and its schedule) as it is.
         self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
 
     def save_own_variables(self, store):
         super().save_own_variables(store)

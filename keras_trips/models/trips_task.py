@@ -120,12 +120,14 @@ class TRIPSTask(keras.Model):
         if metrics == "auto":
             metrics = self.default_metrics()
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        # Built now, not inside the first traced step: TensorFlow traces a
+        # step that creates variables twice.
+        self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Keras skips a custom `compile()` on load; this one takes the saved
         # optimizer, loss and metrics as they are.
         self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         config = super().get_config()

@@ -221,8 +221,10 @@ def caption_eval_data(annotation_file, image_root, sequence_length, image_size):
 
 def eval_files(config):
     """`(captions, phrases)`: the held-out files the run is evaluated on at
-    its end (None where there is none): the options', else the scenes' test
-    split."""
+    its end (None where there is none, or with `skip_evaluation`): the
+    options', else the scenes' test split."""
+    if config.skip_evaluation:
+        return None, None
     captions, phrases = config.eval_annotations, config.eval_phrases
     if config.data_format == "scenes":
         test = _scenes(config)["test"]

@@ -101,6 +101,7 @@ class TrainingConfig:
         eval_annotations, eval_phrases: None, or the held-out captions
             (ALBEF list) and phrases with boxes that the run is evaluated on
             at its end; the scenes' test split by default.
+        skip_evaluation: end without that evaluation and its pictures.
         num_scenes, num_eval_scenes: built-in training scenes, and
             validation and test scenes (each).
         batch_size: the global batch.
@@ -194,6 +195,9 @@ class TrainingConfig:
         "data",
         "Phrases with boxes (RefCOCO-style, with 'object_bboxes'): selection "
         "quality at the end. Default for the scenes: their test split.",
+    )
+    skip_evaluation: bool = _option(
+        False, "data", "End without the held-out evaluation and its pictures."
     )
     num_scenes: int = _option(3000, "data", "Built-in training scenes.")
     num_eval_scenes: int = _option(
