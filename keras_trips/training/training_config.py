@@ -69,8 +69,8 @@ class TrainingConfig:
     options applied, and `devices`, the data-parallel devices (or None).
 
     Args:
-        model: a `TRIPSBackbone` preset ("tiny", "small", "base"); "small"
-            starts its text tower from MiniLM-L6.
+        model: a `TRIPSBackbone` preset ("micro", "tiny", "small",
+            "base"); "small" starts its text tower from MiniLM-L6.
         backbone_overrides: dict of `TRIPSBackbone` arguments to replace.
         keep_rate: None (the model's), a keep rate in (0, 1], or one per
             selection layer.
