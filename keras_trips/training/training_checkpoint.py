@@ -50,12 +50,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     layers and samplers in `step-<N>.weights.h5`, N the number of batches
     trained, so a resumed run draws the same dropout masks and negatives as
     the uninterrupted one. The file is written aside and renamed, so a run
-    killed at any moment leaves the last complete checkpoint. `keep` newest files
-    are kept. Unlike `keras.callbacks.BackupAndRestore`, which restores the
-    epoch but not a position within it, the step is restored exactly; with
+    killed at any moment leaves the last complete checkpoint. `keep` newest
+    files are kept. Unlike `keras.callbacks.BackupAndRestore`, which restores
+    the epoch but not a position within it, the step is restored exactly; with
     a data stream that skips the batches already trained
     (`keras_trips.training.data.resumable_stream`), nothing is lost beyond
     the checkpoint.
+
+    Under torch, Keras' unseeded dropout draws from torch's global random
+    generator; the callback reseeds it before every batch from a seed of the
+    run (kept in the checkpoint) and the step.
 
     Args:
         directory: str. Where the checkpoints go.
