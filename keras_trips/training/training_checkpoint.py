@@ -128,7 +128,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self._torch_seed = int(torch.randint(2**31, ()))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._torch_seed is not None:
+        # A checkpoint written under torch may resume under another backend.
+        if keras.backend.backend() == "torch":
             import torch
 
             torch.manual_seed(self._torch_seed + self.step)
