@@ -17,6 +17,7 @@ import training_options
 
 from keras_trips import training
 from keras_trips.metrics import RetrievalEvaluator
+from keras_trips.models.preset_directory import is_preset_directory
 from keras_trips.utils import xla
 
 
@@ -29,14 +30,19 @@ def main(argv=None):
         epochs=2, learning_rate=1e-4, warmup_steps=0, itc_only_fraction=0.0
     )
     retrieval = parser.add_argument_group("retrieval")
-    retrieval.add_argument("--init-from", help="A saved .keras backbone or pretrainer.")
+    retrieval.add_argument(
+        "--init-from",
+        help="A saved .keras backbone or pretrainer, or a preset directory.",
+    )
     retrieval.add_argument("--k-test", type=int, default=16)
     retrieval.add_argument(
         "--eval-split", default="val", choices=("val", "test"), help="Scenes split."
     )
     args, config = training_options.parse_training_options(parser, argv)
     xla.configure_tensorflow_xla()
-    if args.init_from and not os.path.isfile(args.init_from):
+    if args.init_from and not (
+        os.path.isfile(args.init_from) or is_preset_directory(args.init_from)
+    ):
         parser.error(f"--init-from: no such file: {args.init_from}")
     if config.data_format != "scenes" and not config.eval_annotations:
         parser.error("Data other than the scenes needs --eval-annotations.")
@@ -58,7 +64,9 @@ def main(argv=None):
             total_steps,
             training.training_callbacks(config, total_steps),
         )
-        files = training.save_models(pretrainer, config.output_dir)
+        files = training.save_models(
+            pretrainer, config.output_dir, training.caption_text_length(config)
+        )
 
     gallery = training.caption_eval_data(
         config.eval_annotations or training.eval_caption_file(config, args.eval_split),

@@ -49,7 +49,9 @@ def main(argv=None, extra_callbacks=()):
         timing = training.fit_resumable(
             pretrainer, dataset_fn, steps_per_epoch, total_steps, callbacks
         )
-        files = training.save_models(pretrainer, config.output_dir)
+        files = training.save_models(
+            pretrainer, config.output_dir, training.caption_text_length(config)
+        )
 
     step_log = os.path.join(config.output_dir, "steps.csv")
     files["loss plot"] = training.plot_losses(

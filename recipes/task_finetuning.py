@@ -17,6 +17,7 @@ import keras
 from keras_trips import tasks
 from keras_trips.data import TRIPSTextPreprocessor
 from keras_trips.models import TRIPSBackbone, load_backbone
+from keras_trips.models.preset_directory import is_preset_directory
 from keras_trips.models.trips_backbone import PRESETS
 from keras_trips.utils import xla
 
@@ -37,8 +38,8 @@ def task_parser(task, description, defaults):
     model = parser.add_argument_group("model")
     model.add_argument(
         "--init-from",
-        help="A saved .keras backbone, pre-trainer or task model (default: the "
-        "--model preset, randomly initialised).",
+        help="A saved .keras backbone, pre-trainer or task model, or a preset "
+        "directory (default: the --model preset, randomly initialised).",
     )
     model.add_argument("--model", default="tiny", choices=sorted(PRESETS))
     model.add_argument(
@@ -104,7 +105,8 @@ def parse(parser, argv):
         "eval_questions",
     ):
         path = getattr(args, name, None)
-        if path and not os.path.isfile(path):
+        preset = name == "init_from" and path and is_preset_directory(path)
+        if path and not (os.path.isfile(path) or preset):
             parser.error(f"--{name.replace('_', '-')}: no such file: {path}")
     for name in (
         "batch_size",
@@ -134,6 +136,8 @@ def parse(parser, argv):
 
 def load_or_build_backbone(args, task_class):
     """`(backbone, saved task model or None)` for `--init-from`/`--model`."""
+    if args.init_from and is_preset_directory(args.init_from):
+        return load_backbone(args.init_from, args.image_size), None
     if args.init_from:
         loaded = keras.saving.load_model(args.init_from, compile=False)
         if isinstance(loaded, task_class) and args.image_size in (

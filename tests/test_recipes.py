@@ -113,6 +113,8 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]
     for name in ("backbone.keras", "pretrainer.keras", "losses.png", "steps.csv"):
         assert (tmp_path / "killed" / name).is_file()
+    preset = tmp_path / "killed" / "preset"
+    assert {"task.weights.h5", "preprocessor.json"} <= set(os.listdir(preset))
     for name in ("loss", "itc_loss", "itm_loss", "mlm_loss"):
         assert np.isfinite(resumed["final"][name])
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 from backend_utils import end_to_end
@@ -72,8 +73,11 @@ def test_each_recipe_reports_its_metric_beside_its_baseline(
 
 
 def test_vqa_at_a_higher_resolution_with_a_keep_rate_sweep(micro_backbone, tmp_path):
+    # From a preset directory, as the pre-training recipe writes one.
+    preset = str(tmp_path / "preset")
+    keras.saving.load_model(micro_backbone).save_to_preset(preset)
     summary = load_recipe("finetune_vqa").main(
-        arguments(micro_backbone, tmp_path, "--image-size=48", "--sweep-keep-rates")
+        arguments(preset, tmp_path, "--image-size=48", "--sweep-keep-rates")
     )
     assert summary["image_size"] == 48
     rows = summary["keep_rate_sweep"]

@@ -1,4 +1,5 @@
 import math
+import os
 
 import keras
 import keras_hub
@@ -95,6 +96,15 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
                 mask_token_rate=mask_token_rate,
                 random_token_rate=random_token_rate,
             )
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """The preprocessor of a preset directory (`save_to_preset` of a
+        TRIPS model): its vocabulary, and the settings it was saved with
+        unless `**kwargs` replace them (e.g. `mask_rate=0.15`)."""
+        from keras_trips.models.preset_directory import preset_preprocessor_config
+
+        return cls(**{**preset_preprocessor_config(os.fspath(preset)), **kwargs})
 
     def call(self, texts):
         texts = tf.convert_to_tensor(texts)

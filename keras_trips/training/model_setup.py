@@ -2,6 +2,8 @@
 
 import os
 
+from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
+from keras_trips.models.preset_directory import is_preset_directory, load_preset_task
 from keras_trips.models.trips_backbone import TRIPSBackbone
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
 from keras_trips.utils.saving import load_model
@@ -16,8 +18,8 @@ def build_pretrainer(config, total_steps, init_from=None):
         config: the run's `TrainingConfig`.
         total_steps: int. Batches the run trains; the learning rate schedule
             ends there.
-        init_from: None, or a saved `.keras` backbone or pretrainer whose
-            weights the run starts from.
+        init_from: None, or a saved backbone or pretrainer (a `.keras` file
+            or a preset directory) whose weights the run starts from.
     """
     task = dict(
         embedding_dim=config.embedding_dim,
@@ -32,6 +34,10 @@ def build_pretrainer(config, total_steps, init_from=None):
         arguments = {**config.backbone_config, "text_trainable": not config.freeze_text}
         backbone = TRIPSBackbone.from_preset(config.model, **arguments)
         pretrainer = TRIPSPretrainer(backbone, **task)
+    elif is_preset_directory(init_from):
+        pretrainer = load_preset_task(init_from) or TRIPSPretrainer(
+            TRIPSBackbone.from_preset(init_from), **task
+        )
     else:
         loaded = load_model(init_from, compile=False)
         pretrainer = (
@@ -51,12 +57,18 @@ def build_pretrainer(config, total_steps, init_from=None):
     return pretrainer
 
 
-def save_models(pretrainer, output_dir):
-    """Saves the backbone and the pretrainer as `.keras`; returns the paths."""
+def save_models(pretrainer, output_dir, text_length):
+    """Saves the backbone and the pretrainer as `.keras`, and both as a
+    preset directory (`TRIPSPretrainer.save_to_preset`) with the text
+    preprocessor of the run (`text_length` tokens); returns the paths."""
     paths = {
         "backbone": os.path.join(output_dir, "backbone.keras"),
         "pretrainer": os.path.join(output_dir, "pretrainer.keras"),
+        "preset": os.path.join(output_dir, "preset"),
     }
     pretrainer.backbone.save(paths["backbone"])
     pretrainer.save(paths["pretrainer"])
+    pretrainer.save_to_preset(
+        paths["preset"], preprocessor=TRIPSTextPreprocessor(sequence_length=text_length)
+    )
     return paths
