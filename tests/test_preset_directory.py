@@ -11,6 +11,7 @@ from pretraining_utils import MICRO, pretraining_batch
 
 from keras_trips.data import TRIPSTextPreprocessor
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer
+from keras_trips.utils import load_model
 
 BACKBONE_INPUTS = ("images", "token_ids", "padding_mask")
 
@@ -60,6 +61,9 @@ def test_pretrainer_preset_loads_the_same_model(tmp_path):
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, atol=1e-5, err_msg=name)
 
+    # The tools' loader: the task of the preset.
+    assert isinstance(load_model(str(tmp_path)), TRIPSPretrainer)
+
     # The preprocessor: the saved settings, the preset's own vocabulary.
     loaded = TRIPSTextPreprocessor.from_preset(str(tmp_path))
     assert (loaded.sequence_length, loaded.mask_rate) == (8, 0.15)
@@ -78,6 +82,7 @@ def test_backbone_preset_gives_a_new_pretrainer_on_its_weights(tmp_path):
     backbone.save_to_preset(str(tmp_path))
     assert not (tmp_path / "task.json").exists()
 
+    assert isinstance(load_model(str(tmp_path)), TRIPSBackbone)
     pretrainer = TRIPSPretrainer.from_preset(str(tmp_path), embedding_dim=8)
     assert pretrainer.embedding_dim == 8
     for restored, original in zip(pretrainer.backbone.weights, backbone.weights):

@@ -24,7 +24,9 @@ from keras_trips.utils import load_model
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a saved .keras TRIPSPretrainer")
+    parser.add_argument(
+        "model", help="a saved .keras TRIPSPretrainer or its preset directory"
+    )
     parser.add_argument(
         "captions", nargs="?", help="ALBEF-style caption list of test images"
     )

@@ -19,7 +19,7 @@ import sys
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="the .keras file")
+    parser.add_argument("model", help="the .keras file or a preset directory")
     parser.add_argument("output", help="directory to write the SavedModel to")
     parser.add_argument(
         "--signatures",

@@ -1,7 +1,7 @@
 """Draw what TRIPS patch selection keeps for one image and one caption.
 
 MODEL is a saved `.keras` TRIPSPretrainer, TRIPSBackbone, TRIPSVisionEncoder
-or `with_patch_selection` model. IMAGE is any picture Pillow reads; it is
+or `with_patch_selection` model, or a preset directory. IMAGE is any picture Pillow reads; it is
 centre-cropped to a square and resized to the model's image size. With a
 pretrainer or backbone the caption is embedded by its text tower; a bare
 vision encoder needs `--text-embedding` (a `.npy` of shape (D,) or (1, D)),
@@ -15,17 +15,17 @@ import argparse
 import os
 import sys
 
-import keras
 import numpy as np
 from PIL import Image
 
+from keras_trips.utils import load_model
 from keras_trips.visualization import plot_selection
 from keras_trips.visualization.selection_plot import vision_model_of
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a saved .keras model")
+    parser.add_argument("model", help="a saved .keras model or a preset directory")
     parser.add_argument("image", help="an image file")
     parser.add_argument("text", help="the caption")
     parser.add_argument("--output", default="selection.png", help="the PNG to write")
@@ -60,7 +60,7 @@ def load_image(path, size):
 
 def main(argv=None):
     args = parse_args(argv)
-    model = keras.saving.load_model(args.model)
+    model = load_model(args.model)
     encoder, backbone = vision_model_of(model)
     image = load_image(args.image, encoder.image_shape[:2])
     text_embedding = None

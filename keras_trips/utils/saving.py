@@ -18,7 +18,8 @@ def load_model(path, **kwargs):
 
     Args:
         path: str. A `.keras` file (or anything `keras.saving.load_model`
-            reads).
+            reads), or a preset directory (`save_to_preset`): its task (the
+            pretrainer) when it holds one, else its backbone.
         **kwargs: passed to `keras.saving.load_model` (`compile`,
             `custom_objects`, `safe_mode`).
 
@@ -30,6 +31,12 @@ def load_model(path, **kwargs):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model file {path} does not exist.")
+    from keras_trips.models import preset_directory
+
+    if preset_directory.is_preset_directory(path):
+        # The task when the preset holds one, else the backbone.
+        task = preset_directory.load_preset_task(path)
+        return task or preset_directory.load_preset_backbone(path)
     if path.endswith(".keras"):
         _check_keras_archive(path)
     try:
