@@ -64,14 +64,14 @@ def main(argv=None):
             total_steps,
             training.training_callbacks(config, total_steps),
         )
-        files = training.save_models(
-            pretrainer, config.output_dir, training.caption_text_length(config)
-        )
+        # The longest caption, read from the annotations once.
+        text_length = training.caption_text_length(config)
+        files = training.save_models(pretrainer, config.output_dir, text_length)
 
     gallery = training.caption_eval_data(
         config.eval_annotations or training.eval_caption_file(config, args.eval_split),
         config.image_root if config.eval_annotations else None,
-        training.caption_text_length(config),
+        text_length,
         config.image_size,
     )
     recall = RetrievalEvaluator(pretrainer, k_test=args.k_test).evaluate(

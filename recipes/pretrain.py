@@ -49,9 +49,9 @@ def main(argv=None, extra_callbacks=()):
         timing = training.fit_resumable(
             pretrainer, dataset_fn, steps_per_epoch, total_steps, callbacks
         )
-        files = training.save_models(
-            pretrainer, config.output_dir, training.caption_text_length(config)
-        )
+        # The longest caption, read from the annotations once.
+        text_length = training.caption_text_length(config)
+        files = training.save_models(pretrainer, config.output_dir, text_length)
 
     step_log = os.path.join(config.output_dir, "steps.csv")
     files["loss plot"] = training.plot_losses(
@@ -71,7 +71,7 @@ def main(argv=None, extra_callbacks=()):
             pretrainer,
             captions,
             phrases,
-            sequence_length=training.caption_text_length(config),
+            sequence_length=text_length,
             # A short ITM shortlist and 200 phrases keep the evaluation
             # within the main job's budget.
             k_test=8,

@@ -79,17 +79,27 @@ def is_preset_directory(path):
     return os.path.isfile(os.path.join(os.fspath(path), CONFIG_FILE))
 
 
-def load_preset_backbone(directory):
-    """The backbone of a preset directory, with its weights."""
-    return _load(directory, CONFIG_FILE, WEIGHTS_FILE)
+def load_preset_backbone(directory, expected_class=None):
+    """The backbone of a preset directory, with its weights; with
+    `expected_class`, checked to be one."""
+    return _load(directory, CONFIG_FILE, WEIGHTS_FILE, expected_class)
 
 
-def load_preset_task(directory):
+def load_preset_task(directory, expected_class=None):
     """The task (`task.json`) of a preset directory, or None if it holds a
-    backbone only."""
+    backbone only; with `expected_class`, checked to be one."""
     if not os.path.isfile(os.path.join(directory, TASK_CONFIG_FILE)):
         return None
-    return _load(directory, TASK_CONFIG_FILE, TASK_WEIGHTS_FILE)
+    return _load(directory, TASK_CONFIG_FILE, TASK_WEIGHTS_FILE, expected_class)
+
+
+def check_no_overrides(directory, overrides):
+    """A trained preset is loaded as saved: arguments for it are an error."""
+    if overrides:
+        raise ValueError(
+            f"The preset {directory} holds a trained model; its arguments "
+            f"cannot be overridden. Received: {sorted(overrides)}"
+        )
 
 
 def preset_preprocessor_config(directory):
@@ -109,7 +119,7 @@ def preset_preprocessor_config(directory):
     return {**config, "vocabulary": vocabulary}
 
 
-def _load(directory, config_file, weights_file):
+def _load(directory, config_file, weights_file, expected_class):
     for name in (config_file, weights_file):
         if not os.path.isfile(os.path.join(directory, name)):
             raise FileNotFoundError(
@@ -118,6 +128,11 @@ def _load(directory, config_file, weights_file):
     model = keras.saving.deserialize_keras_object(
         _read_json(os.path.join(directory, config_file))
     )
+    if expected_class is not None and not isinstance(model, expected_class):
+        raise ValueError(
+            f"The preset {directory} holds a {type(model).__name__} in "
+            f"{config_file}, not a {expected_class.__name__}."
+        )
     weights = os.path.join(directory, weights_file)
     try:
         model.load_weights(weights)

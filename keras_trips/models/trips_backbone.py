@@ -284,18 +284,8 @@ class TRIPSBackbone(keras.Model):
             **overrides: replace any of the named configuration's arguments.
         """
         if preset not in cls.presets and preset_directory.is_preset_directory(preset):
-            if overrides:
-                raise ValueError(
-                    "A preset directory holds a trained model; its arguments "
-                    f"cannot be overridden. Received: {sorted(overrides)}"
-                )
-            backbone = preset_directory.load_preset_backbone(os.fspath(preset))
-            if not isinstance(backbone, cls):
-                raise ValueError(
-                    f"The preset {preset} holds a {type(backbone).__name__}, "
-                    f"not a {cls.__name__}."
-                )
-            return backbone
+            preset_directory.check_no_overrides(preset, overrides)
+            return preset_directory.load_preset_backbone(os.fspath(preset), cls)
         if preset not in cls.presets:
             raise ValueError(
                 f"Unknown TRIPSBackbone configuration {preset!r}: neither a "

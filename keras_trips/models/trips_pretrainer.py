@@ -483,19 +483,10 @@ class TRIPSPretrainer(keras.Model):
                 f"{preset!r} is not a preset directory (a folder with "
                 "config.json, as `save_to_preset` writes)."
             )
-        pretrainer = preset_directory.load_preset_task(preset)
+        pretrainer = preset_directory.load_preset_task(preset, cls)
         if pretrainer is None:
             return cls(TRIPSBackbone.from_preset(preset), **kwargs)
-        if kwargs:
-            raise ValueError(
-                f"The preset {preset} holds a trained pretrainer; its arguments "
-                f"cannot be overridden. Received: {sorted(kwargs)}"
-            )
-        if not isinstance(pretrainer, cls):
-            raise ValueError(
-                f"The preset {preset} holds a {type(pretrainer).__name__}, not "
-                f"a {cls.__name__}."
-            )
+        preset_directory.check_no_overrides(preset, kwargs)
         return pretrainer
 
     def save_to_preset(self, preset_dir, preprocessor=None):

@@ -3,7 +3,6 @@
 import os
 
 from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
-from keras_trips.models.preset_directory import is_preset_directory, load_preset_task
 from keras_trips.models.trips_backbone import TRIPSBackbone
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer
 from keras_trips.utils.saving import load_model
@@ -34,10 +33,6 @@ def build_pretrainer(config, total_steps, init_from=None):
         arguments = {**config.backbone_config, "text_trainable": not config.freeze_text}
         backbone = TRIPSBackbone.from_preset(config.model, **arguments)
         pretrainer = TRIPSPretrainer(backbone, **task)
-    elif is_preset_directory(init_from):
-        pretrainer = load_preset_task(init_from) or TRIPSPretrainer(
-            TRIPSBackbone.from_preset(init_from), **task
-        )
     else:
         loaded = load_model(init_from, compile=False)
         pretrainer = (
