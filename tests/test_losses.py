@@ -11,6 +11,7 @@ from keras_trips.losses import (
     image_text_matching_loss,
     masked_lm_loss,
     sample_hard_negatives,
+    sample_random_negatives,
 )
 
 
@@ -95,6 +96,26 @@ def test_hard_negatives_follow_the_similarity():
     ]
     # p(2) = e^5 / (e^5 + 1) = 0.993 for item 0.
     assert np.mean(np.array(draws) == 2) > 0.85
+
+
+def test_random_negatives_are_uniform_over_the_other_rows():
+    seed = keras.random.SeedGenerator(0)
+    # A replica holding rows 4-7 of a global batch of 8.
+    rows = np.arange(4, 8)
+    draws = np.stack(
+        [
+            np.stack([numpy(n) for n in sample_random_negatives(rows, 8, seed)])
+            for _ in range(200)
+        ]
+    )  # (200, 2, 4)
+    assert draws.min() >= 0 and draws.max() < 8
+    assert not np.any(draws == rows)
+    # Each of the 7 other rows about 1/7 of the time (400 draws per row).
+    for column, row in enumerate(rows):
+        counts = np.bincount(draws[:, :, column].ravel(), minlength=8)
+        assert counts[row] == 0
+        others = np.delete(counts, row) / 400
+        np.testing.assert_allclose(others, 1 / 7, atol=0.07)
 
 
 def test_hard_negative_triples_pair_the_batch_with_its_negatives():

@@ -37,6 +37,7 @@ def test_pretrainer_preset_loads_the_same_model(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [
         "assets",
         "config.json",
+        "image_converter.json",
         "metadata.json",
         "model.weights.h5",
         "preprocessor.json",

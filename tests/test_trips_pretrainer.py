@@ -6,7 +6,12 @@ from keras import ops
 from pretraining_utils import MICRO, pretraining_batch
 
 from keras_trips.callbacks import KeepRateScheduler
-from keras_trips.losses import image_text_contrastive_loss
+from keras_trips.losses import (
+    hard_negative_triples,
+    image_text_contrastive_loss,
+    image_text_matching_loss,
+    sample_random_negatives,
+)
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
 
 
@@ -187,6 +192,8 @@ def test_bad_inputs():
         micro_pretrainer(embedding_pooling="max")
     with pytest.raises(ValueError, match="contrastive_guidance"):
         micro_pretrainer(contrastive_guidance="random")
+    with pytest.raises(ValueError, match="itm_negatives"):
+        micro_pretrainer(itm_negatives="easy")
     with pytest.raises(ValueError, match="fusion_objectives_start_step"):
         micro_pretrainer(fusion_objectives_start_step=-1)
     with pytest.raises(ValueError, match="queue_size"):
@@ -244,6 +251,28 @@ def test_itc_embeds_the_vision_pass_of_contrastive_guidance(guidance):
         cosines = embeddings @ embeddings.T
         expected = cosines[~np.eye(4, dtype=bool)].mean()
         np.testing.assert_allclose(numpy(outputs[name]), expected, rtol=1e-5)
+
+
+def test_itm_with_random_negatives():
+    pretrainer = micro_pretrainer(itm_negatives="random")
+    batch = pretraining_batch()
+    backbone = pretrainer.backbone
+    text = backbone.encode_text(batch["token_ids"], batch["padding_mask"])
+    image = backbone.encode_image(batch["images"], text[:, 0])
+    mask = batch["padding_mask"]
+    # The pretrainer's draws: its seed generator starts from seed 0.
+    negatives = sample_random_negatives(np.arange(4), 4, keras.random.SeedGenerator(0))
+    everything = {"text": text, "image": image, "padding_mask": mask}
+    texts, images, masks, labels = hard_negative_triples(
+        text, image, mask, everything, *negatives
+    )
+    _, logits = pretrainer.match_probability(texts, images, masks, return_logits=True)
+    expected, _ = image_text_matching_loss(logits, labels)
+    outputs = pretrainer(batch)
+    np.testing.assert_allclose(
+        numpy(outputs["itm_loss"]), numpy(ops.mean(expected)), rtol=1e-5
+    )
+    assert pretrainer.get_config()["itm_negatives"] == "random"
 
 
 def test_fusion_objectives_join_at_their_start_step():

@@ -7,7 +7,10 @@ values; `TRIPSPretrainer` averages them over the global batch.
 """
 
 from keras_trips.losses.box_regression_loss import BoxRegressionLoss
-from keras_trips.losses.hard_negatives import sample_hard_negatives
+from keras_trips.losses.hard_negatives import (
+    sample_hard_negatives,
+    sample_random_negatives,
+)
 from keras_trips.losses.image_text_contrastive import (
     contrastive_embedding,
     image_text_contrastive_loss,

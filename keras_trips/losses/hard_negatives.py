@@ -1,4 +1,5 @@
-"""ITM's hard negatives: sampled in proportion to the ITC similarity."""
+"""ITM's negatives: hard ones sampled in proportion to the ITC similarity,
+or random ones."""
 
 import keras
 from keras import ops
@@ -24,3 +25,23 @@ def sample_hard_negatives(sim_i2t, sim_t2i, seed=None):
         return keras.random.categorical(logits, 1, seed=seed, dtype="int32")[:, 0]
 
     return draw(sim_i2t), draw(sim_t2i)
+
+
+def sample_random_negatives(rows, global_batch_size, seed=None):
+    """Per row a negative text and a negative image, `(B,)` each: uniform
+    draws among the other rows of the global batch.
+
+    Args:
+        rows: `(B,)` int, each pair's row in the global batch.
+        global_batch_size: int. Rows the negatives are drawn from.
+        seed: a `keras.random.SeedGenerator` (or int) for the draws.
+    """
+
+    def draw():
+        # An offset in [1, size) never lands on the pair's own row.
+        offsets = keras.random.randint(
+            ops.shape(rows), 1, global_batch_size, dtype="int32", seed=seed
+        )
+        return (ops.cast(rows, "int32") + offsets) % global_batch_size
+
+    return draw(), draw()

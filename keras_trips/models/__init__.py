@@ -5,6 +5,7 @@ from keras_trips.models.load_backbone import load_backbone
 from keras_trips.models.trips_backbone import TRIPSBackbone
 from keras_trips.models.trips_captioner import TRIPSCaptioner
 from keras_trips.models.trips_grounding import TRIPSGrounding
+from keras_trips.models.trips_image_converter import TRIPSImageConverter
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel
 from keras_trips.models.trips_nlvr2 import TRIPSNLVR2
 from keras_trips.models.trips_pretrainer import TRIPSPretrainer

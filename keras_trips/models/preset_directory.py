@@ -7,6 +7,7 @@ The layout is keras-hub's, so a preset reads the same to a keras-hub user:
     task.json              a task's (e.g. the pretrainer's) config, if saved
     task.weights.h5        its weights, the backbone's among them
     preprocessor.json      the text preprocessor's config, if saved
+    image_converter.json   the image converter's config (raw pixels in)
     assets/tokenizer/vocabulary.txt
     metadata.json          versions, parameter count, where the weights came from
 """
@@ -31,7 +32,8 @@ def save_preset(backbone, directory, task=None, preprocessor=None):
     """Writes `backbone` (and `task`, a model holding it) as a preset.
 
     Args:
-        backbone: a built Keras model, e.g. a `TRIPSBackbone`.
+        backbone: a built `TRIPSBackbone` (its `image_shape` sizes the
+            image converter the preset holds).
         directory: str. Created if missing; files there are replaced.
         task: None, or a model built on `backbone` (a `TRIPSPretrainer`).
         preprocessor: None, or the `TRIPSTextPreprocessor` the model was
@@ -39,6 +41,7 @@ def save_preset(backbone, directory, task=None, preprocessor=None):
             default vocabulary is copied without one.
     """
     from keras_trips.data.vocabulary import default_vocabulary_path
+    from keras_trips.models.trips_image_converter import TRIPSImageConverter
 
     os.makedirs(
         os.path.join(directory, os.path.dirname(VOCABULARY_FILE)), exist_ok=True
@@ -50,6 +53,7 @@ def save_preset(backbone, directory, task=None, preprocessor=None):
             directory, TASK_CONFIG_FILE, keras.saving.serialize_keras_object(task)
         )
         task.save_weights(os.path.join(directory, TASK_WEIGHTS_FILE))
+    TRIPSImageConverter(image_size=backbone.image_shape[:2]).save_to_preset(directory)
     vocabulary = default_vocabulary_path()
     if preprocessor is not None:
         config = preprocessor.get_config()

@@ -3,7 +3,10 @@ import os
 import keras
 from keras import ops
 
-from keras_trips.losses.hard_negatives import sample_hard_negatives
+from keras_trips.losses.hard_negatives import (
+    sample_hard_negatives,
+    sample_random_negatives,
+)
 from keras_trips.losses.image_text_contrastive import (
     EMBEDDING_POOLINGS,
     contrastive_embedding,
@@ -26,6 +29,8 @@ ACCURACIES = ("itm_accuracy", "mlm_accuracy")
 SIMILARITIES = ("image_similarity", "text_similarity")
 # Which vision pass ITC embeds: the text-guided one, or one without text.
 CONTRASTIVE_GUIDANCES = ("text", "image")
+# How ITM draws its negatives: by ITC similarity (ALBEF), or uniformly.
+ITM_NEGATIVES = ("hard", "random")
 # The first `.keras` layout kept the momentum model's layers and queues in
 # the pretrainer itself: its own variables were the temperature and these.
 LEGACY_MOMENTUM_VARIABLES = 3
@@ -44,7 +49,10 @@ class TRIPSPretrainer(keras.Model):
     - ITM: a binary match head (`match_probability`) on the positives and,
       per image and per text, a hard negative drawn from the batch in
       proportion to the ITC similarity
-      (`keras_trips.losses.sample_hard_negatives`, `image_text_matching_loss`);
+      (`keras_trips.losses.sample_hard_negatives`, `image_text_matching_loss`),
+      or with `itm_negatives="random"` a uniformly drawn other pair
+      (`sample_random_negatives`: while ITC is weak, its "hard" negatives
+      are mostly pairs that share objects with the positive; docs/method.md);
     - MLM: the masked tokens predicted from the fusion output
       (`keras_trips.losses.masked_lm_loss`).
 
@@ -85,6 +93,8 @@ class TRIPSPretrainer(keras.Model):
             embeds (above).
         fusion_objectives_start_step: int. ITM and MLM join the loss at this
             optimizer step; before it ITC trains alone.
+        itm_negatives: `"hard"` (ALBEF) or `"random"`: how ITM draws its
+            negatives (above).
         **kwargs: standard `keras.Model` arguments.
 
     Example:
@@ -108,6 +118,7 @@ class TRIPSPretrainer(keras.Model):
         embedding_pooling="cls",
         contrastive_guidance="text",
         fusion_objectives_start_step=0,
+        itm_negatives="hard",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +127,7 @@ class TRIPSPretrainer(keras.Model):
         for name, value, choices in (
             ("embedding_pooling", embedding_pooling, EMBEDDING_POOLINGS),
             ("contrastive_guidance", contrastive_guidance, CONTRASTIVE_GUIDANCES),
+            ("itm_negatives", itm_negatives, ITM_NEGATIVES),
         ):
             if value not in choices:
                 raise ValueError(
@@ -187,6 +199,7 @@ class TRIPSPretrainer(keras.Model):
         self.embedding_pooling = embedding_pooling
         self.contrastive_guidance = contrastive_guidance
         self.fusion_objectives_start_step = fusion_objectives_start_step
+        self.itm_negatives = itm_negatives
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in LOSSES + ACCURACIES + SIMILARITIES
@@ -346,15 +359,22 @@ class TRIPSPretrainer(keras.Model):
     def _image_text_matching(
         self, text, image, padding_mask, global_batch, rows, training
     ):
-        """ITM over the B positives and 2B hard negatives from the global
-        batch (`global_batch`: its text states, image tokens, padding masks
-        and `(B, B)` similarities)."""
-        negative_text, negative_image = (
-            ops.take(negatives, rows)
-            for negatives in sample_hard_negatives(
-                global_batch["sim_i2t"], global_batch["sim_t2i"], self.seed_generator
+        """ITM over the B positives and 2B negatives from the global batch
+        (`global_batch`: its text states, image tokens, padding masks and
+        `(B, B)` similarities)."""
+        if self.itm_negatives == "random":
+            negative_text, negative_image = sample_random_negatives(
+                rows, ops.shape(global_batch["text"])[0], self.seed_generator
             )
-        )
+        else:
+            negative_text, negative_image = (
+                ops.take(negatives, rows)
+                for negatives in sample_hard_negatives(
+                    global_batch["sim_i2t"],
+                    global_batch["sim_t2i"],
+                    self.seed_generator,
+                )
+            )
         texts, images, masks, labels = hard_negative_triples(
             text, image, padding_mask, global_batch, negative_text, negative_image
         )
@@ -542,6 +562,7 @@ class TRIPSPretrainer(keras.Model):
                 "distillation_alpha": self.distillation_alpha,
                 "embedding_pooling": self.embedding_pooling,
                 "contrastive_guidance": self.contrastive_guidance,
+                "itm_negatives": self.itm_negatives,
                 "fusion_objectives_start_step": self.fusion_objectives_start_step,
             }
         )

@@ -27,6 +27,7 @@ def build_pretrainer(config, total_steps, init_from=None):
         embedding_pooling=config.embedding_pooling,
         contrastive_guidance=config.contrastive_guidance,
         fusion_objectives_start_step=int(config.itc_only_fraction * total_steps),
+        itm_negatives=config.itm_negatives,
     )
     if init_from is None:
         # `freeze_text` decides, also over a `text_trainable` override.

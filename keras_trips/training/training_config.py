@@ -14,7 +14,7 @@ from keras_trips.models.trips_backbone import (
     PRESETS,
     TRIPSBackbone,
 )
-from keras_trips.models.trips_pretrainer import CONTRASTIVE_GUIDANCES
+from keras_trips.models.trips_pretrainer import CONTRASTIVE_GUIDANCES, ITM_NEGATIVES
 from keras_trips.training.distribution import data_parallel_devices
 
 DATA_FORMATS = ("scenes", "albef", "coco", "tfrecord")
@@ -95,6 +95,8 @@ class TrainingConfig:
             resized crops of training images.
         itc_only_fraction: the share of the run that trains ITC alone before
             ITM and MLM join.
+        itm_negatives: the `TRIPSPretrainer`'s ("hard", ALBEF's, or
+            "random").
         data_format: one of `DATA_FORMATS`; "scenes" is the built-in data.
         annotations: the annotation file (albef, coco) or TFRecord glob.
         image_root: None (the annotation file's folder) or the image folder.
@@ -169,6 +171,12 @@ class TrainingConfig:
     )
     itc_only_fraction: float = _option(
         0.5, "schedule", "Share of the run with ITC alone before ITM and MLM join."
+    )
+    itm_negatives: str = _option(
+        "hard",
+        "model",
+        "ITM negatives: drawn by ITC similarity (ALBEF) or uniformly.",
+        choices=ITM_NEGATIVES,
     )
 
     data_format: str = _option("scenes", "data", choices=DATA_FORMATS)
