@@ -18,15 +18,23 @@ LOSSES = ("loss", "itc_loss", "itm_loss", "mlm_loss")
 # Pre-trains 3 steps on one device, then on all (`--data-parallel`), with the
 # momentum model and queues; prints both runs' step logs. The devices are
 # set up before it, in a fresh interpreter (device counts are fixed at
-# import).
+# import). With "eager" as its second argument, the one-device reference
+# runs eagerly (`run_eagerly=True`: the same ops, without the tracing that
+# costs TensorFlow half a minute for a micro pretrainer).
 ONE_AND_ALL_DEVICES = """
     import json, sys
     from test_recipes import load_recipe, micro_arguments
     from keras_trips import training
+    from keras_trips.models import TRIPSPretrainer
 
     pretrain = load_recipe("pretrain")
+    compile_traced = TRIPSPretrainer.compile
     logs = {}
     for name, extra in [("single", []), ("parallel", ["--data-parallel"])]:
+        eager = name == "single" and sys.argv[2] == "eager"
+        TRIPSPretrainer.compile = (
+            lambda self, **kwargs: compile_traced(self, run_eagerly=True, **kwargs)
+        ) if eager else compile_traced
         output = sys.argv[1] + "/" + name
         argv = micro_arguments(
             output, "--steps=3", "--momentum", "--queue-size=12", "--skip-evaluation"
@@ -38,14 +46,22 @@ ONE_AND_ALL_DEVICES = """
 """
 
 
-def losses_on_one_and_all_devices(device_setup, tmp_path, **environment):
+def losses_on_one_and_all_devices(
+    device_setup, tmp_path, eager_reference=False, **environment
+):
     env = {**os.environ, **environment}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(pathlib.Path(__file__).parent), env.get("PYTHONPATH", "")]
     )
     script = textwrap.dedent(device_setup) + textwrap.dedent(ONE_AND_ALL_DEVICES)
     completed = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path),
+            "eager" if eager_reference else "traced",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -89,5 +105,6 @@ def test_tensorflow_mirrored_strategy_matches_one_device(tmp_path):
         )
         """,
         tmp_path,
+        eager_reference=True,
         KERAS_BACKEND="tensorflow",
     )

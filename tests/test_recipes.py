@@ -12,6 +12,8 @@ import pytest
 from backend_utils import end_to_end
 from pretraining_utils import MICRO
 
+from keras_trips.models import TRIPSPretrainer
+
 pytestmark = pytest.mark.usefixtures("scenes_cache")
 
 RECIPES = pathlib.Path(__file__).resolve().parents[1] / "recipes"
@@ -74,7 +76,7 @@ def training_state(model):
     return [(v.path, keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def test_pretraining_resumes_where_it_was_killed(tmp_path):
+def test_pretraining_resumes_where_it_was_killed(tmp_path, monkeypatch):
     pretrain = load_recipe("pretrain")
     # 64 scenes / 8 = 8 batches a pass; epochs of 5: the kill at batch 7 is
     # mid-epoch, past the checkpoint at 6, and the run crosses a data pass.
@@ -86,7 +88,18 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         "--dropout=0.1",
         "--skip-evaluation",
     ]
+    # Under TensorFlow the uninterrupted reference runs eagerly: the same
+    # ops, without a third tracing of the step (half a minute). JAX runs
+    # eager ops slower than it compiles them; torch is eager already.
+    if keras.backend.backend() == "tensorflow":
+        compile_traced = TRIPSPretrainer.compile
+        monkeypatch.setattr(
+            TRIPSPretrainer,
+            "compile",
+            lambda self, **kwargs: compile_traced(self, run_eagerly=True, **kwargs),
+        )
     straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
+    monkeypatch.undo()
 
     with pytest.raises(Interrupt):
         pretrain.main(
