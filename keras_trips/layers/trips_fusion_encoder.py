@@ -3,7 +3,7 @@ import keras_hub
 
 from keras_trips.layers.input_checks import check_batch_sizes, check_dtype
 from keras_trips.layers.trips_text_encoder import (
-    bert_kernel_initializer,
+    bert_layer,
     check_padding_mask,
 )
 
@@ -66,16 +66,13 @@ class TRIPSFusionEncoder(keras.layers.Layer):
 
         # === Layers ===
         self.transformer_layers = [
-            keras_hub.layers.TransformerDecoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=1e-12,
-                kernel_initializer=bert_kernel_initializer(),
-                normalize_first=False,
-                dtype=self.dtype_policy,
-                name=f"fusion_layer_{i}",
+            bert_layer(
+                keras_hub.layers.TransformerDecoder,
+                intermediate_dim,
+                num_heads,
+                dropout,
+                self.dtype_policy,
+                f"fusion_layer_{i}",
             )
             for i in range(num_layers)
         ]

@@ -51,6 +51,23 @@ def bert_kernel_initializer():
     return keras.initializers.TruncatedNormal(stddev=0.02)
 
 
+def bert_layer(layer_class, intermediate_dim, num_heads, dropout, dtype, name):
+    """A keras-hub `TransformerEncoder` or `TransformerDecoder`
+    (`layer_class`) with BERT's settings: post-LN, exact GELU, LayerNorm
+    epsilon 1e-12 and BERT's kernel initializer."""
+    return layer_class(
+        intermediate_dim=intermediate_dim,
+        num_heads=num_heads,
+        dropout=dropout,
+        activation="gelu",
+        layer_norm_epsilon=1e-12,
+        kernel_initializer=bert_kernel_initializer(),
+        normalize_first=False,
+        dtype=dtype,
+        name=name,
+    )
+
+
 def _concrete_values(x):
     """The values of `x` as numpy, or `None` when `x` is symbolic.
 
@@ -160,16 +177,13 @@ class TRIPSTextEncoder(keras.layers.Layer):
             name="embeddings_dropout",
         )
         self.transformer_layers = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=1e-12,
-                kernel_initializer=bert_kernel_initializer(),
-                normalize_first=False,
-                dtype=self.dtype_policy,
-                name=f"transformer_layer_{i}",
+            bert_layer(
+                keras_hub.layers.TransformerEncoder,
+                intermediate_dim,
+                num_heads,
+                dropout,
+                self.dtype_policy,
+                f"transformer_layer_{i}",
             )
             for i in range(num_layers)
         ]

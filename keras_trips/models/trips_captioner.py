@@ -2,7 +2,10 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_trips.layers.trips_text_encoder import bert_kernel_initializer
+from keras_trips.layers.trips_text_encoder import (
+    bert_kernel_initializer,
+    bert_layer,
+)
 from keras_trips.models.trips_task import TRIPSTask
 
 # "[CLS] a picture of" in the bert-base-uncased vocabulary.
@@ -106,16 +109,13 @@ class TRIPSCaptioner(TRIPSTask):
             dropout, dtype=backbone.dtype_policy, name="embedding_dropout"
         )
         self.decoder_layers = [
-            keras_hub.layers.TransformerDecoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=1e-12,
-                kernel_initializer=bert_kernel_initializer(),
-                normalize_first=False,
-                dtype=backbone.dtype_policy,
-                name=f"decoder_layer_{i}",
+            bert_layer(
+                keras_hub.layers.TransformerDecoder,
+                intermediate_dim,
+                num_heads,
+                dropout,
+                backbone.dtype_policy,
+                f"decoder_layer_{i}",
             )
             for i in range(num_layers)
         ]
