@@ -38,3 +38,14 @@ def scenes_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("KERAS_TRIPS_CACHE", cache)
         yield cache
+
+
+def pytest_collection_modifyitems(items):
+    # `tools/test.sh` spreads the tests one by one over the workers
+    # (`--dist loadgroup`), which balances them better than whole files;
+    # the tests of a module-scoped fixture stay on one worker, which then
+    # builds it once.
+    for item in items:
+        fixtures = item._fixtureinfo.name2fixturedefs.values()
+        if any(definitions[-1].scope == "module" for definitions in fixtures):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -60,7 +60,11 @@ def regression_values(pretrainer):
     outputs on another batch after them."""
     batch = pretraining_batch()
     values = {"before": floats(pretrainer(batch, training=False))}
-    pretrainer.compile(learning_rate=1e-3, jit_compile=False)
+    # Under TensorFlow the steps run eagerly: the same ops without tracing
+    # (seconds per case); JAX and torch run them as `fit` would.
+    pretrainer.compile(
+        learning_rate=1e-3, jit_compile=False, run_eagerly=BACKEND == "tensorflow"
+    )
     for step in range(STEPS):
         values[f"step_{step}"] = floats(
             pretrainer.train_on_batch(batch, return_dict=True)
