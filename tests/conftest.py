@@ -41,10 +41,10 @@ def scenes_cache(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    # `tools/test.sh` spreads the tests one by one over the workers
-    # (`--dist loadgroup`), which balances them better than whole files;
-    # the tests of a module-scoped fixture stay on one worker, which then
-    # builds it once.
+    # Under `--dist loadgroup` (`tools/test.sh`, TensorFlow) the tests
+    # spread one by one over the workers, which balances them better than
+    # whole files; the tests of a module-scoped fixture stay on one worker,
+    # which then builds it once.
     for item in items:
         fixtures = item._fixtureinfo.name2fixturedefs.values()
         if any(definitions[-1].scope == "module" for definitions in fixtures):
