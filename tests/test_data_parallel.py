@@ -23,23 +23,18 @@ LOSSES = ("loss", "itc_loss", "itm_loss", "mlm_loss")
 # costs TensorFlow half a minute for a micro pretrainer).
 ONE_AND_ALL_DEVICES = """
     import json, sys
-    from test_recipes import load_recipe, micro_arguments
+    from test_recipes import compiled_eagerly, load_recipe, micro_arguments
     from keras_trips import training
-    from keras_trips.models import TRIPSPretrainer
 
     pretrain = load_recipe("pretrain")
-    compile_traced = TRIPSPretrainer.compile
     logs = {}
     for name, extra in [("single", []), ("parallel", ["--data-parallel"])]:
-        eager = name == "single" and sys.argv[2] == "eager"
-        TRIPSPretrainer.compile = (
-            lambda self, **kwargs: compile_traced(self, run_eagerly=True, **kwargs)
-        ) if eager else compile_traced
         output = sys.argv[1] + "/" + name
         argv = micro_arguments(
             output, "--steps=3", "--momentum", "--queue-size=12", "--skip-evaluation"
         )
-        result = pretrain.main([*argv, *extra])
+        with compiled_eagerly(name == "single" and sys.argv[2] == "eager"):
+            result = pretrain.main([*argv, *extra])
         logs[name] = training.read_step_log(output + "/steps.csv")
     assert len(result["config"].devices) == 2
     print(json.dumps(logs))

@@ -1,5 +1,6 @@
 """The recipes end to end on the micro configuration and tiny scenes."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -52,6 +53,21 @@ def micro_arguments(output_dir, *extra):
     ]
 
 
+@contextlib.contextmanager
+def compiled_eagerly(eager=True):
+    """While inside (and `eager`), `TRIPSPretrainer.compile` sets
+    `run_eagerly=True`: a reference run of the same ops without tracing."""
+    compile_traced = TRIPSPretrainer.compile
+    if eager:
+        TRIPSPretrainer.compile = lambda self, **kwargs: compile_traced(
+            self, run_eagerly=True, **kwargs
+        )
+    try:
+        yield
+    finally:
+        TRIPSPretrainer.compile = compile_traced
+
+
 class Interrupt(Exception):
     pass
 
@@ -76,7 +92,7 @@ def training_state(model):
     return [(v.path, keras.ops.convert_to_numpy(v)) for v in variables]
 
 
-def test_pretraining_resumes_where_it_was_killed(tmp_path, monkeypatch):
+def test_pretraining_resumes_where_it_was_killed(tmp_path):
     pretrain = load_recipe("pretrain")
     # 64 scenes / 8 = 8 batches a pass; epochs of 5: the kill at batch 7 is
     # mid-epoch, past the checkpoint at 6, and the run crosses a data pass.
@@ -91,15 +107,8 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path, monkeypatch):
     # Under TensorFlow the uninterrupted reference runs eagerly: the same
     # ops, without a third tracing of the step (half a minute). JAX runs
     # eager ops slower than it compiles them; torch is eager already.
-    if keras.backend.backend() == "tensorflow":
-        compile_traced = TRIPSPretrainer.compile
-        monkeypatch.setattr(
-            TRIPSPretrainer,
-            "compile",
-            lambda self, **kwargs: compile_traced(self, run_eagerly=True, **kwargs),
-        )
-    straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
-    monkeypatch.undo()
+    with compiled_eagerly(keras.backend.backend() == "tensorflow"):
+        straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
 
     with pytest.raises(Interrupt):
         pretrain.main(

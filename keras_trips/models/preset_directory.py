@@ -89,10 +89,15 @@ def load_preset_backbone(directory, expected_class=None):
     return _load(directory, CONFIG_FILE, WEIGHTS_FILE, expected_class)
 
 
+def has_task(directory):
+    """Whether a preset directory holds a task (`task.json`)."""
+    return os.path.isfile(os.path.join(directory, TASK_CONFIG_FILE))
+
+
 def load_preset_task(directory, expected_class=None):
     """The task (`task.json`) of a preset directory, or None if it holds a
     backbone only; with `expected_class`, checked to be one."""
-    if not os.path.isfile(os.path.join(directory, TASK_CONFIG_FILE)):
+    if not has_task(directory):
         return None
     return _load(directory, TASK_CONFIG_FILE, TASK_WEIGHTS_FILE, expected_class)
 

@@ -503,11 +503,11 @@ class TRIPSPretrainer(keras.Model):
                 f"{preset!r} is not a preset directory (a folder with "
                 "config.json, as `save_to_preset` writes)."
             )
-        pretrainer = preset_directory.load_preset_task(preset, cls)
-        if pretrainer is None:
+        if not preset_directory.has_task(preset):
             return cls(TRIPSBackbone.from_preset(preset), **kwargs)
+        # Checked before the model is built: a trained task loads as saved.
         preset_directory.check_no_overrides(preset, kwargs)
-        return pretrainer
+        return preset_directory.load_preset_task(preset, cls)
 
     def save_to_preset(self, preset_dir, preprocessor=None):
         """Saves the backbone and the pretrainer (its heads, projections and
