@@ -62,7 +62,9 @@ def test_mlm_masking_rates():
         sequence_length=sequence_length, mask_rate=0.15
     )
     sentence = " ".join(["the red circle is left of a small dog"] * 3)  # 27 tokens
-    features = preprocessor(tf.constant([sentence] * 3000))
+    # In a tf.data graph, as the pipeline runs it (eagerly it is 6x slower).
+    sentences = tf.data.Dataset.from_tensors(tf.constant([sentence] * 3000))
+    features = next(iter(sentences.map(preprocessor)))
     original = TRIPSTextPreprocessor(sequence_length=sequence_length)(
         tf.constant([sentence])
     )["token_ids"].numpy()[0]
@@ -98,6 +100,41 @@ def test_mlm_masking_rates():
     np.testing.assert_array_equal(
         token_ids[untouched], np.broadcast_to(original, token_ids.shape)[untouched]
     )
+
+
+def test_mlm_masking_is_a_function_of_each_texts_seed():
+    preprocessor = TRIPSTextPreprocessor(sequence_length=32, mask_rate=0.3)
+    texts = tf.constant(["the red circle is left of a small dog and a cat"] * 4)
+    seeds = tf.constant([[1, 2], [3, 4], [1, 2], [5, 6]])
+    first = preprocessor(texts, seeds)
+    # The same seed masks alike, wherever the text sits in its batch.
+    again = preprocessor(texts[2:], seeds[:2])
+    for name in ("masked_token_ids", "mask_positions", "mask_ids", "mask_weights"):
+        values = first[name].numpy()
+        np.testing.assert_array_equal(values[0], values[2], err_msg=name)
+        np.testing.assert_array_equal(again[name].numpy()[1], values[1], err_msg=name)
+    # Other seeds mask elsewhere (12 tokens at rate 0.3: the chance that
+    # three seeds select the same positions is negligible).
+    positions = first["mask_positions"].numpy()
+    assert len({tuple(positions[i]) for i in (0, 1, 3)}) > 1
+    # Unseeded calls draw anew.
+    unseeded = [preprocessor(texts)["mask_positions"].numpy() for _ in range(2)]
+    assert not np.array_equal(*unseeded)
+
+
+def test_mlm_selections_past_the_limit_are_a_random_subset():
+    preprocessor = TRIPSTextPreprocessor(
+        sequence_length=12, mask_rate=1.0, mask_selection_length=3
+    )
+    seeds = tf.stack([tf.range(400), tf.zeros(400, tf.int32)], axis=1)
+    features = preprocessor(tf.constant(["a b c d e f g h i j"] * 400), seeds)
+    positions = features["mask_positions"].numpy()
+    assert (features["mask_weights"].numpy() == 1).all()
+    # Three distinct positions per row, ascending, spread over all ten words.
+    assert (np.diff(positions, axis=1) > 0).all()
+    counts = np.bincount(positions.ravel(), minlength=12)
+    assert counts[0] == counts[11] == 0
+    assert counts[1:11].min() > 0.6 * 120
 
 
 def test_preprocessor_config_round_trip():

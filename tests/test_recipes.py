@@ -95,10 +95,11 @@ def training_state(model):
 def test_pretraining_resumes_where_it_was_killed(tmp_path):
     pretrain = load_recipe("pretrain")
     # 64 scenes / 8 = 8 batches a pass; epochs of 5: the kill at batch 7 is
-    # mid-epoch, past the checkpoint at 6, and the run crosses a data pass.
-    # Dropout on: its random state must resume too.
+    # mid-epoch, past the checkpoint at 6, the run crosses a data pass, and
+    # the resumed run starts a new epoch at 10 (torch's fit draws between
+    # epochs). Dropout on: its random state must resume too.
     common = [
-        "--steps=10",
+        "--steps=12",
         "--steps-per-epoch=5",
         "--checkpoint-every=3",
         "--dropout=0.1",
@@ -120,9 +121,9 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
     resumed = pretrain.main(micro_arguments(tmp_path / "killed", *common))
 
     assert resumed["timing"]["start_step"] == 6
-    assert resumed["timing"]["steps"] == 4
+    assert resumed["timing"]["steps"] == 6
     for run in (straight, resumed):
-        assert int(keras.ops.convert_to_numpy(run["model"].optimizer.iterations)) == 10
+        assert int(keras.ops.convert_to_numpy(run["model"].optimizer.iterations)) == 12
     expected = training_state(straight["model"])
     actual = training_state(resumed["model"])
     assert len(actual) == len(expected)
@@ -132,7 +133,7 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         )
     # The per-step log runs on from the checkpoint, the epochs stay aligned.
     history = (tmp_path / "killed" / "history.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
     for name in ("backbone.keras", "pretrainer.keras", "losses.png", "steps.csv"):
         assert (tmp_path / "killed" / name).is_file()
     preset = tmp_path / "killed" / "preset"

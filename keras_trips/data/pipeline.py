@@ -132,7 +132,7 @@ def build_dataset(
     def prepare_batch(batch):
         features = {"images": image_ops.normalize_images(batch.pop("images"))}
         if "text" in batch:
-            features.update(preprocessor(batch.pop("text")))
+            features.update(preprocessor(batch.pop("text"), batch.pop("mask_seed")))
         if "example_id" in batch:
             features["example_id"] = batch.pop("example_id")
         if target_key is None:
@@ -203,6 +203,8 @@ def _augment(row, random_int, image_size, random_crop_scale, random_flip, num_an
     example = {"images": images}
     if text is not None:
         example["text"] = text
+        # Masking is drawn per batch from these: a function of the data seed.
+        example["mask_seed"] = seeds[3]
     if "example_id" in row:
         example["example_id"] = row["example_id"]
     if boxes is not None:

@@ -5,6 +5,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from keras_trips.data.masked_lm_masking import stateless_masked_lm
 from keras_trips.data.vocabulary import default_vocabulary_path
 
 
@@ -14,9 +15,14 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
     Text goes through the bert-base-uncased WordPiece tokenizer (lowercased,
     accents stripped), is packed to `[CLS] ... [SEP]` plus `[PAD]` up to
     `sequence_length`, and, when `mask_rate > 0`, masked for masked language
-    modelling as in BERT: `mask_rate` of the real tokens are selected (never
-    `[CLS]`, `[SEP]` or `[PAD]`), and of those 80% become `[MASK]`, 10% a
-    random token and 10% stay unchanged. It runs inside a `tf.data` graph.
+    modelling as in BERT: each real token is selected with probability
+    `mask_rate` (never `[CLS]`, `[SEP]` or `[PAD]`), and of those 80% become
+    `[MASK]`, 10% a random token and 10% stay unchanged. It runs inside a
+    `tf.data` graph. `call(texts, seeds)` masks each text by its own
+    stateless seed (`(B, 2)` ints), so the masking is a function of the data
+    alone: the data pipeline passes seeds derived from its own, and a resumed
+    run masks as the uninterrupted one. Without seeds, they are drawn at
+    random.
 
     Outputs a dict:
     - `"token_ids"`: int32 `(B, sequence_length)`, the text (never masked);
@@ -81,21 +87,11 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
             pad_value=self.tokenizer.pad_token_id,
             return_padding_mask=True,
         )
-        self.masker = None
-        if mask_rate > 0:
-            self.masker = keras_hub.layers.MaskedLMMaskGenerator(
-                vocabulary_size=self.tokenizer.vocabulary_size(),
-                mask_selection_rate=mask_rate,
-                mask_token_id=self.tokenizer.mask_token_id,
-                mask_selection_length=mask_selection_length,
-                unselectable_token_ids=[
-                    self.tokenizer.pad_token_id,
-                    self.tokenizer.start_token_id,
-                    self.tokenizer.end_token_id,
-                ],
-                mask_token_rate=mask_token_rate,
-                random_token_rate=random_token_rate,
-            )
+        self.unselectable_ids = [
+            self.tokenizer.pad_token_id,
+            self.tokenizer.start_token_id,
+            self.tokenizer.end_token_id,
+        ]
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -106,19 +102,31 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
 
         return cls(**{**preset_preprocessor_config(os.fspath(preset)), **kwargs})
 
-    def call(self, texts):
+    def call(self, texts, seeds=None):
         texts = tf.convert_to_tensor(texts)
         token_ids, padding_mask = self.packer(self.tokenizer(texts))
         features = {
             "token_ids": tf.cast(token_ids, tf.int32),
             "padding_mask": tf.cast(padding_mask, tf.int32),
         }
-        if self.masker is not None:
-            masked = self.masker(features["token_ids"])
-            features["masked_token_ids"] = tf.cast(masked["token_ids"], tf.int32)
-            features["mask_positions"] = tf.cast(masked["mask_positions"], tf.int32)
-            features["mask_ids"] = tf.cast(masked["mask_ids"], tf.int32)
-            features["mask_weights"] = tf.cast(masked["mask_weights"], tf.float32)
+        if self.mask_rate > 0:
+            if seeds is None:
+                seeds = tf.random.uniform(
+                    [tf.shape(token_ids)[0], 2], maxval=tf.int32.max, dtype=tf.int32
+                )
+            features.update(
+                stateless_masked_lm(
+                    features["token_ids"],
+                    seeds,
+                    selection_rate=self.mask_rate,
+                    selection_length=self.mask_selection_length,
+                    unselectable_ids=self.unselectable_ids,
+                    mask_token_id=self.tokenizer.mask_token_id,
+                    vocabulary_size=self.tokenizer.vocabulary_size(),
+                    mask_token_rate=self.mask_token_rate,
+                    random_token_rate=self.random_token_rate,
+                )
+            )
         return features
 
     def get_config(self):

@@ -155,8 +155,8 @@ def resumable_stream(dataset_fn, start_step):
     # Plain Python (the readers check files): not for AutoGraph to convert.
     one_pass = tf.autograph.experimental.do_not_convert(lambda _: dataset_fn().repeat())
     stream = tf.data.Dataset.range(1).flat_map(one_pass)
-    # The masking draws from stateful random ops in a parallel map: one
-    # thread keeps their draw order.
+    # One thread: the parallel maps finish in the order they start, so a
+    # resumed run batches the examples as the uninterrupted one did.
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     return stream.skip(start_step).with_options(options)

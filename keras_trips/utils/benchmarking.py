@@ -145,7 +145,7 @@ def random_pretraining_batch(
     length)` (at least 1, at most `num_masked`) random positions of each are
     replaced by the mask id 3 in `masked_token_ids` and listed in the `num_masked` prediction
     slots; the remaining slots are padding (position 0, id 0, weight 0), as
-    keras-hub's `MaskedLMMaskGenerator` writes them.
+    `TRIPSTextPreprocessor` writes them.
     """
     rng = np.random.default_rng(seed)
     token_ids = rng.integers(5, vocabulary_size, (batch_size, text_length))
