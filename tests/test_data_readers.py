@@ -14,7 +14,7 @@ READ = dict(batch_size=1, image_size=16, training=False)
 
 @pytest.fixture(scope="module", autouse=True)
 def unmasked_text():
-    """Read with an MLM-free preprocessor: tracing the masker takes seconds."""
+    """Read with an MLM-free preprocessor: tracing the masking takes seconds."""
     READ["preprocessor"] = data.TRIPSTextPreprocessor()
     yield
     READ.pop("preprocessor")
