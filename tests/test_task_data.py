@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from backend_utils import backend_independent
 from PIL import Image
 
 from keras_trips import data
 from keras_trips.tasks import task_datasets
+from keras_trips.tasks.task_evaluation import in_memory
 
 pytestmark = backend_independent
 
@@ -97,3 +99,18 @@ def test_an_answer_outside_the_vocabulary(images):
 def test_task_datasets_reject_bad_requests(task, data_format, message):
     with pytest.raises(ValueError, match=message):
         task_datasets(task, data_format)
+
+
+def test_in_memory_replays_the_batches_with_their_length():
+    features = {"images": np.arange(10, dtype="float32")}
+    labels = np.arange(10) % 2
+    batches = tf.data.Dataset.from_tensor_slices((features, labels)).batch(4)
+    replay, count = in_memory(batches)
+    assert count == 10
+    # A known length: Keras counts the steps instead of running out of data.
+    assert int(replay.cardinality()) == 3
+    for (x, y), (x_replayed, y_replayed) in zip(batches, replay, strict=True):
+        np.testing.assert_array_equal(x_replayed["images"], x["images"])
+        np.testing.assert_array_equal(y_replayed, y)
+    with pytest.raises(ValueError, match="no complete batch"):
+        in_memory(batches.take(0))

@@ -25,9 +25,12 @@ def in_memory(dataset):
     if not batches:
         raise ValueError("The evaluation set holds no complete batch.")
     count = sum(len(keras.tree.flatten(batch)[0]) for batch in batches)
-    return tf.data.Dataset.from_generator(
+    # Its length said: Keras then counts the steps instead of warning that
+    # the data ran out.
+    replay = tf.data.Dataset.from_generator(
         lambda: iter(batches), output_signature=dataset.element_spec
-    ), count
+    )
+    return replay.apply(tf.data.experimental.assert_cardinality(len(batches))), count
 
 
 def caption_texts(token_ids, tokenizer, end_token_id):
