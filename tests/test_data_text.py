@@ -113,6 +113,10 @@ def test_mlm_masking_is_a_function_of_each_texts_seed():
         values = first[name].numpy()
         np.testing.assert_array_equal(values[0], values[2], err_msg=name)
         np.testing.assert_array_equal(again[name].numpy()[1], values[1], err_msg=name)
+    # One text alone masks as its row of a batch.
+    alone = preprocessor(texts[0], seeds[0])
+    for name in ("masked_token_ids", "mask_positions", "mask_ids", "mask_weights"):
+        np.testing.assert_array_equal(alone[name], first[name][0], err_msg=name)
     # Other seeds mask elsewhere (12 tokens at rate 0.3: the chance that
     # three seeds select the same positions is negligible).
     positions = first["mask_positions"].numpy()

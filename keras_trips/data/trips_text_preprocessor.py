@@ -110,23 +110,30 @@ class TRIPSTextPreprocessor(keras_hub.models.Preprocessor):
             "padding_mask": tf.cast(padding_mask, tf.int32),
         }
         if self.mask_rate > 0:
+            token_ids = features["token_ids"]
+            # One text (rank 1): masked as a batch of one.
+            unbatched = token_ids.shape.rank == 1
+            if unbatched:
+                token_ids = token_ids[None]
+                seeds = None if seeds is None else tf.reshape(seeds, [1, 2])
             if seeds is None:
                 seeds = tf.random.uniform(
                     [tf.shape(token_ids)[0], 2], maxval=tf.int32.max, dtype=tf.int32
                 )
-            features.update(
-                stateless_masked_lm(
-                    features["token_ids"],
-                    seeds,
-                    selection_rate=self.mask_rate,
-                    selection_length=self.mask_selection_length,
-                    unselectable_ids=self.unselectable_ids,
-                    mask_token_id=self.tokenizer.mask_token_id,
-                    vocabulary_size=self.tokenizer.vocabulary_size(),
-                    mask_token_rate=self.mask_token_rate,
-                    random_token_rate=self.random_token_rate,
-                )
+            masked = stateless_masked_lm(
+                token_ids,
+                seeds,
+                selection_rate=self.mask_rate,
+                selection_length=self.mask_selection_length,
+                unselectable_ids=self.unselectable_ids,
+                mask_token_id=self.tokenizer.mask_token_id,
+                vocabulary_size=self.tokenizer.vocabulary_size(),
+                mask_token_rate=self.mask_token_rate,
+                random_token_rate=self.random_token_rate,
             )
+            if unbatched:
+                masked = {name: value[0] for name, value in masked.items()}
+            features.update(masked)
         return features
 
     def get_config(self):
