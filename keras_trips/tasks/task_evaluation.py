@@ -17,6 +17,11 @@ _IMAGES_PER_EXAMPLE = {"nlvr2": 2}
 _BASELINE_BATCHES = 50
 
 
+def _concatenated(batches):
+    """The batches joined along the batch axis, in their structure."""
+    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *batches)
+
+
 def in_memory(dataset):
     """The batches of `dataset` read once into memory, as a dataset again
     (so that timing measures the model, not the image decoding), and the
@@ -24,7 +29,7 @@ def in_memory(dataset):
     batches = list(dataset.as_numpy_iterator())
     if not batches:
         raise ValueError("The evaluation set holds no complete batch.")
-    examples = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *batches)
+    examples = _concatenated(batches)
     count = len(keras.tree.flatten(examples)[0])
     batch_size = len(keras.tree.flatten(batches[0])[0])
     # Its length is known: Keras counts the steps instead of warning that
@@ -88,10 +93,7 @@ def evaluate_task(
             "CIDEr": corpus_cider(captions, references)[0],
         }
     else:
-        x, y = (
-            keras.tree.map_structure(lambda *parts: np.concatenate(parts), *column)
-            for column in zip(*batches)
-        )
+        x, y = _concatenated(batches)
         batch_size = len(batches[0][1])
         model.evaluate(x, y, batch_size=batch_size, steps=1, verbose=0)
         started = time.perf_counter()
