@@ -20,6 +20,13 @@ end_to_end = pytest.mark.skipif(
     keras.backend.backend() != ONCE_BACKEND,
     reason=f"end to end through a recipe or tool: runs once, under {ONCE_BACKEND}",
 )
+# Tests of the converters against a transformers (PyTorch) model. The
+# converters map weights with numpy; the layers they fill are checked against
+# numpy and keras-hub references under every backend.
+transformers_reference = pytest.mark.skipif(
+    keras.backend.backend() != ONCE_BACKEND,
+    reason=f"against transformers: runs once, under {ONCE_BACKEND}",
+)
 
 
 def gradient(fn, x):

@@ -19,6 +19,13 @@ if keras.backend.backend() == "torch":
 
     # The test models are tiny: threads cost more in sync than they save.
     torch.set_num_threads(1)
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    # Grappler rewrites each traced graph before its first run (2 s for the
+    # micro pre-trainer's step), which pays off over long runs, not over a
+    # test's few steps.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 @pytest.fixture(autouse=True)

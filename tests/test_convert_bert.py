@@ -4,6 +4,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from backend_utils import transformers_reference
 from bert_reference import bert_sequence_output, mean_pool
 from safetensors.numpy import load_file, save_file
 
@@ -355,6 +356,7 @@ def test_missing_files(tmp_path, tiny_tensors):
 
 
 @pytest.mark.slow
+@transformers_reference
 def test_matches_transformers_bert_model(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")

@@ -6,6 +6,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from backend_utils import transformers_reference
 from safetensors.numpy import load_file, save_file
 
 from keras_trips.converters import (
@@ -107,6 +108,7 @@ def read_checkpoint(folder):
 # === Hugging Face parity ===
 
 
+@transformers_reference
 def test_hf_vit_matches_transformers(hf_vit):
     folder, expected = hf_vit
     encoder = vision_encoder_from_hf(folder, **PLAIN)
@@ -116,6 +118,7 @@ def test_hf_vit_matches_transformers(hf_vit):
     assert np.abs(actual - expected).max() <= TOLERANCE
 
 
+@transformers_reference
 def test_hf_clip_matches_transformers(hf_clip):
     folder, expected = hf_clip
     encoder = vision_encoder_from_hf(folder, **PLAIN)
@@ -127,6 +130,7 @@ def test_hf_clip_matches_transformers(hf_clip):
     assert np.abs(actual - expected).max() <= TOLERANCE
 
 
+@transformers_reference
 def test_full_clip_checkpoint_loads_its_vision_tower(tmp_path, hf_clip):
     folder, expected = hf_clip
     vision_config, tensors = read_checkpoint(folder)
@@ -192,6 +196,7 @@ def test_keras_hub_clip_matches():
 # === Position interpolation ===
 
 
+@transformers_reference
 def test_other_image_size_interpolates_positions(hf_vit):
     folder, _ = hf_vit
     _, tensors = read_checkpoint(folder)
@@ -209,6 +214,7 @@ def test_other_image_size_interpolates_positions(hf_vit):
 # === Errors ===
 
 
+@transformers_reference
 def test_shape_mismatch_names_tensor_and_shapes(hf_vit):
     folder, _ = hf_vit
     encoder = TRIPSVisionEncoder(
@@ -233,6 +239,7 @@ def test_shape_mismatch_names_tensor_and_shapes(hf_vit):
         np.testing.assert_array_equal(old, new.numpy())
 
 
+@transformers_reference
 def test_head_count_and_activation_must_match(hf_vit, hf_clip):
     kwargs = {"image_shape": (32, 32, 3), "patch_size": 8, "num_layers": 2}
     kwargs.update(hidden_dim=48, mlp_dim=96, selection_layers=())
@@ -246,6 +253,7 @@ def test_head_count_and_activation_must_match(hf_vit, hf_clip):
         load_hf_vision_encoder(encoder, hf_clip[0])
 
 
+@transformers_reference
 def test_missing_tensor(tmp_path, hf_vit):
     config, tensors = read_checkpoint(hf_vit[0])
     del tensors["encoder.layer.1.output.dense.bias"]
@@ -287,6 +295,7 @@ def test_missing_files(tmp_path):
 # === CLI ===
 
 
+@transformers_reference
 def test_cli_writes_a_loadable_encoder(tmp_path, hf_clip):
     # CLIP: quick GELU, the embedding norm and the bias-free patches round-trip.
     folder, expected = hf_clip

@@ -105,12 +105,7 @@ def test_pretraining_resumes_where_it_was_killed(tmp_path):
         "--dropout=0.1",
         "--skip-evaluation",
     ]
-    # Under TensorFlow the uninterrupted reference runs eagerly: the same
-    # ops, without a third tracing of the step (half a minute). JAX runs
-    # eager ops slower than it compiles them; torch is eager already.
-    with compiled_eagerly(keras.backend.backend() == "tensorflow"):
-        straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
-
+    straight = pretrain.main(micro_arguments(tmp_path / "straight", *common))
     with pytest.raises(Interrupt):
         pretrain.main(
             micro_arguments(tmp_path / "killed", *common),
