@@ -29,6 +29,16 @@ transformers_reference = pytest.mark.skipif(
 )
 
 
+def configure_tensorflow_for_tests():
+    """Turns Grappler off in this process (call before the first trace)."""
+    import tensorflow as tf
+
+    # Grappler rewrites each traced graph before its first run (2 s for the
+    # micro pre-trainer's step), which pays off over long runs, not over a
+    # test's few steps.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 def gradient(fn, x):
     """d sum(fn(x)) / dx as numpy, on the current backend."""
     backend = keras.backend.backend()

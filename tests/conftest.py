@@ -13,6 +13,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 import keras
 import numpy as np
 import pytest
+from backend_utils import configure_tensorflow_for_tests
 
 if keras.backend.backend() == "torch":
     import torch
@@ -20,12 +21,7 @@ if keras.backend.backend() == "torch":
     # The test models are tiny: threads cost more in sync than they save.
     torch.set_num_threads(1)
 if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
-
-    # Grappler rewrites each traced graph before its first run (2 s for the
-    # micro pre-trainer's step), which pays off over long runs, not over a
-    # test's few steps.
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    configure_tensorflow_for_tests()
 
 
 @pytest.fixture(autouse=True)

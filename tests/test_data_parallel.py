@@ -94,7 +94,8 @@ def test_tensorflow_mirrored_strategy_matches_one_device(tmp_path):
     losses_on_one_and_all_devices(
         """
         import tensorflow as tf
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        from backend_utils import configure_tensorflow_for_tests
+        configure_tensorflow_for_tests()
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
