@@ -151,7 +151,15 @@ def test_keep_rate_schedule_compiles_few_token_counts():
     assert rates == sorted(rates, reverse=True)
 
     # Any model holding a TRIPSVisionEncoder follows the schedule.
-    encoder = TRIPSVisionEncoder(
+    traced_lengths = []
+
+    class RecordingEncoder(TRIPSVisionEncoder):
+        def call(self, *args, **kwargs):
+            tokens = super().call(*args, **kwargs)
+            traced_lengths.append(tokens.shape[1])
+            return tokens
+
+    encoder = RecordingEncoder(
         image_shape=(32, 32, 3),
         patch_size=8,
         num_layers=1,
@@ -174,6 +182,9 @@ def test_keep_rate_schedule_compiles_few_token_counts():
     # 16 patches: keep 1.0 -> 17 tokens, 0.75 -> 1 + 12 + 1, 0.5 -> 1 + 8 + 1.
     tokens = {1.0: 17, 0.75: 14, 0.5: 10}
     assert lengths == [tokens[scheduler.rate(step)] for step in range(12)]
+    # Each level's train function ran its own token count (under JAX, a
+    # new train function once reused the first one's trace).
+    assert set(tokens.values()) <= set(traced_lengths)
     assert len(scheduler._train_functions) == 2  # the levels left behind
 
 
@@ -299,6 +310,53 @@ def test_fusion_objectives_join_at_their_start_step():
         if step >= 2:
             expected += numpy(outputs["itm_loss"]) + numpy(outputs["mlm_loss"])
         np.testing.assert_allclose(loss, expected, rtol=1e-6, err_msg=step)
+    assert int(numpy(pretrainer.training_steps)) == 3
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append(set(logs))
+
+
+def test_fit_trains_itc_alone_before_the_start_step():
+    pretrainer = micro_pretrainer(fusion_objectives_start_step=2)
+    # Without weight decay, a weight that gets no gradient stays as it is.
+    pretrainer.compile(
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        run_eagerly=keras.backend.backend() == "tensorflow",
+    )
+    fusion_weights = [
+        *pretrainer.backbone.fusion_encoder.weights,
+        *pretrainer.itm_head.weights,
+    ]
+
+    def values(weights):
+        return [numpy(w).copy() for w in weights]
+
+    initial = values(fusion_weights)
+    vision_initial = values(pretrainer.backbone.vision_encoder.weights)
+    batch_logs = BatchLogs()
+    dataset = tf.data.Dataset.from_tensors(pretraining_batch()).repeat(2)
+    pretrainer.fit(dataset, callbacks=[batch_logs], verbose=0)
+    # Batches 0 and 1 ran the ITC-only function: no ITM or MLM, not even
+    # logged as zeros, and no update of the fusion encoder or the ITM head.
+    for logs in batch_logs.logs:
+        assert {"itc_loss", "image_similarity", "loss"} <= logs
+        assert not logs & {"itm_loss", "itm_accuracy", "mlm_loss", "mlm_accuracy"}
+    for before, after in zip(initial, values(fusion_weights)):
+        np.testing.assert_array_equal(after, before)
+    changed = zip(vision_initial, values(pretrainer.backbone.vision_encoder.weights))
+    assert any(not np.array_equal(a, b) for a, b in changed)
+    # A later fit picks the count up: batch 2 trains every objective.
+    pretrainer.fit(dataset.take(1), callbacks=[batch_logs], verbose=0)
+    assert {"itm_loss", "itm_accuracy", "mlm_loss"} <= batch_logs.logs[-1]
+    moved = zip(initial, values(fusion_weights))
+    assert any(not np.array_equal(a, b) for a, b in moved)
     assert int(numpy(pretrainer.training_steps)) == 3
 
 

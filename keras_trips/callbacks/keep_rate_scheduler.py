@@ -4,6 +4,7 @@ import keras
 
 from keras_trips.layers.trips_patch_selection import validate_keep_rate
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
+from keras_trips.utils.train_step import distinct_train_step
 
 
 class KeepRateScheduler(keras.callbacks.Callback):
@@ -87,5 +88,6 @@ class KeepRateScheduler(keras.callbacks.Callback):
             encoder.set_keep_rate(rate)
         self.model.train_function = self._train_functions.get(rate)
         if self.model.train_function is None:
-            self.model.make_train_function()
+            with distinct_train_step(self.model):
+                self.model.make_train_function()
         self.current = rate

@@ -83,14 +83,33 @@ class StepLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = {name: float(value) for name, value in (logs or {}).items()}
         if self.columns is None:
-            self.columns = sorted(logs)
-            if not os.path.isfile(self.path):
-                with open(self.path, "w") as file:
-                    file.write(",".join(["step", *self.columns]) + "\n")
+            self.columns = self._logged_columns()
+        # Metrics may join later (the pre-trainer's ITM and MLM do).
+        new_columns = sorted(set(logs) - set(self.columns))
+        if new_columns:
+            self._add_columns(new_columns)
         values = [str(self.checkpoint.step)]
-        values += [repr(logs.get(name, "")) for name in self.columns]
+        values += [repr(logs[name]) if name in logs else "" for name in self.columns]
         with open(self.path, "a") as file:
             file.write(",".join(values) + "\n")
+
+    def _logged_columns(self):
+        """The metric columns of the file so far (a resumed run's)."""
+        if not os.path.isfile(self.path):
+            return []
+        with open(self.path) as file:
+            return [name for name in file.readline().strip().split(",")[1:] if name]
+
+    def _add_columns(self, names):
+        """Rewrites the header with `names` added; earlier rows leave them
+        empty (`read_step_log` reads NaN)."""
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path) as file:
+                rows = file.read().splitlines()[1:]
+        self.columns = [*self.columns, *names]
+        with open(self.path, "w") as file:
+            file.write("\n".join([",".join(["step", *self.columns]), *rows]) + "\n")
 
 
 def fit_resumable(
