@@ -73,6 +73,7 @@ def options_run(scenes_cache, tmp_path_factory):
             f"--queue-size={QUEUE_SIZE}",
             "--grad-accumulation=2",
             "--keep-rate-warmup=2",
+            "--itc-only-fraction=0.5",
             "--mixed-precision",
         ),
         extra_callbacks=[record],
@@ -232,6 +233,7 @@ def test_pretraining_on_caption_files(data_format, caption_files, tmp_path):
     argv = micro_arguments(
         tmp_path,
         length,
+        "--itc-only-fraction=0.5",
         f"--data-format={data_format}",
         *caption_files[data_format],
     )
