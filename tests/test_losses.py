@@ -118,6 +118,15 @@ def test_random_negatives_are_uniform_over_the_other_rows():
         np.testing.assert_allclose(others, 1 / 7, atol=0.07)
 
 
+def test_random_negatives_of_replicas_are_those_of_one_device():
+    # Replicas share the seed: each one's rows get one device's draws.
+    one_device = sample_random_negatives(np.arange(8), 8, 3)
+    for rows in (np.arange(4), np.arange(4, 8)):
+        replica = sample_random_negatives(rows, 8, 3)
+        for expected, actual in zip(one_device, replica):
+            np.testing.assert_array_equal(numpy(actual), numpy(expected)[rows])
+
+
 def test_hard_negative_triples_pair_the_batch_with_its_negatives():
     # Text i is all i, image i all 10 + i; the global batch holds 4 pairs.
     states = np.arange(4, dtype="float32")[:, None, None] * np.ones((1, 3, 2))

@@ -37,11 +37,15 @@ def sample_random_negatives(rows, global_batch_size, seed=None):
         seed: a `keras.random.SeedGenerator` (or int) for the draws.
     """
 
+    rows = ops.cast(rows, "int32")
+
     def draw():
-        # An offset in [1, size) never lands on the pair's own row.
+        # An offset in [1, size) never lands on the pair's own row. Drawn
+        # for the whole global batch and taken at `rows`, so that replicas
+        # (which share the seed) draw what one device would.
         offsets = keras.random.randint(
-            ops.shape(rows), 1, global_batch_size, dtype="int32", seed=seed
+            (global_batch_size,), 1, global_batch_size, dtype="int32", seed=seed
         )
-        return (ops.cast(rows, "int32") + offsets) % global_batch_size
+        return (rows + ops.take(offsets, rows)) % global_batch_size
 
     return draw(), draw()
