@@ -17,7 +17,9 @@ SAMPLERS = ("greedy", "beam")
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSCaptioner(TRIPSTask):
-    """Image captioning: a causal text decoder over the image tokens (SPEC §4).
+    """Image captioning: a causal text decoder over the image tokens.
+
+    The task as the paper evaluates it: docs/method.md, "Other tasks".
 
     The prompt ("[CLS] a picture of") guides the patch selection of the
     image, through the text encoder's [CLS]. A stack of keras-hub

@@ -9,7 +9,9 @@ from keras_trips.models.trips_task import TRIPSTask
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSGrounding(TRIPSTask):
-    """Visual grounding (RefCOCO style): the box a phrase refers to (SPEC §4).
+    """Visual grounding (RefCOCO style): the box a phrase refers to.
+
+    The task as the paper evaluates it: docs/method.md, "Other tasks".
 
     The phrase guides the patch selection of its image; the fused [CLS]
     state goes through an MLP (`TRIPSTaskHead`) to a sigmoid box centre and

@@ -7,7 +7,9 @@ from keras_trips.models.trips_task import TRIPSTask
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSNLVR2(TRIPSTask):
-    """NLVR2: is a statement true of a pair of images? (SPEC §4)
+    """NLVR2: is a statement true of a pair of images?
+
+    The task as the paper evaluates it: docs/method.md, "Other tasks".
 
     The statement is encoded once; each image is encoded under the
     statement's guidance (one vision pass over the 2B images) and fused with

@@ -7,7 +7,9 @@ from keras_trips.models.trips_task import TRIPSTask
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSVQA(TRIPSTask):
-    """Visual question answering as answer classification (SPEC §4).
+    """Visual question answering as answer classification.
+
+    The task as the paper evaluates it: docs/method.md, "Other tasks".
 
     The question guides the patch selection of its image; the fused [CLS]
     state goes through an MLP (`TRIPSTaskHead`, width twice the fusion
