@@ -193,6 +193,25 @@ def test_easy_vqa_reads_through_vqa_path():
     np.testing.assert_array_equal(scores.numpy().sum(axis=1), 1.0)
 
 
+def test_easy_vqa_training_images_are_whole_unless_a_crop_is_asked_for():
+    # One shape per image: a crop could cut off what the answer is about.
+    def first_images(**options):
+        dataset = data.easy_vqa_dataset(
+            "test",
+            batch_size=4,
+            image_size=32,
+            preprocessor=READ["preprocessor"],
+            shuffle=False,
+            **options,
+        )
+        return next(iter(dataset))[0]["images"].numpy()
+
+    whole = first_images(training=False)
+    np.testing.assert_array_equal(first_images(training=True), whole)
+    cropped = first_images(training=True, random_crop_scale=(0.3, 0.5))
+    assert not np.allclose(cropped, whole)
+
+
 def test_nlvr2_reader(image_dir):
     names = good_images()
     lines = [

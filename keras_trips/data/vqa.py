@@ -115,7 +115,8 @@ def vqa_dataset(
             call it to get the same list).
         preprocessor: a `TRIPSTextPreprocessor`; defaults to one without MLM.
         training: bool. Shuffle and random-resized-crop (no flip: answers
-            may say "left").
+            may say "left"; `random_crop_scale`, the crop's area range,
+            defaults to (0.5, 1), None for no crop).
         skip_unanswerable: drop questions with no answer in the vocabulary;
             defaults to `training`.
         image_filename: format of the image path from `data_subtype` and
@@ -185,7 +186,8 @@ def easy_vqa_dataset(split="train", **kwargs):
     Args:
         split: `"train"` or `"test"`.
         **kwargs: as in `vqa_dataset` (`batch_size`, `image_size`,
-            `training`, ...).
+            `training`, ...); no random crop unless `random_crop_scale` is
+            given.
     """
     try:
         import easy_vqa
@@ -209,6 +211,9 @@ def easy_vqa_dataset(split="train", **kwargs):
         )
     ]
     kwargs.setdefault("training", split == "train")
+    # Each image holds one shape that a crop can cut off or squash, and the
+    # answer would no longer hold.
+    kwargs.setdefault("random_crop_scale", None)
     training = kwargs.pop("training")
     return vqa_records_dataset(
         records,
@@ -278,7 +283,9 @@ def vqa_records_dataset(
         image_size,
         target_key="answer_scores" if with_targets else None,
         num_answers=len(answer_vocabulary) if with_targets else None,
-        random_crop_scale=(0.5, 1.0) if training else None,
+        random_crop_scale=kwargs.pop(
+            "random_crop_scale", (0.5, 1.0) if training else None
+        ),
         shuffle=kwargs.pop("shuffle", training),
         source=skips.source,
         **kwargs,
