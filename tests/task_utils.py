@@ -1,18 +1,14 @@
 """Batches and helpers for the task model tests (MICRO configuration)."""
 
-import keras
 import numpy as np
 import tensorflow as tf
+from harness import numpy
 from pretraining_utils import MICRO
 
 BATCH = 8
 # Micro vocabulary: 1 is [CLS], 2 ends a text; the captioning prompt "[CLS] 7".
 END = 2
 PROMPT = (1, 7)
-
-
-def numpy(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def task_features(batch=BATCH, pairs=False, seed=0):
@@ -35,15 +31,6 @@ def fit_one_batch(model, x, y, steps):
     dataset = tf.data.Dataset.from_tensors(x if y is None else (x, y))
     model.fit(dataset.repeat(steps), verbose=0, shuffle=False)
     return model.evaluate(dataset, verbose=0, return_dict=True)
-
-
-def assert_keras_round_trip(model, x, path):
-    """Saved and loaded, `model` gives identical outputs; returns the copy."""
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(model)
-    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
-    return loaded
 
 
 def assert_keep_rate_changes_at_inference(model, x):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from harness import numpy
 from pretraining_utils import MICRO
-from task_utils import numpy
 
 from keras_trips.layers.trips_patch_embedding import interpolate_position_embedding
 from keras_trips.models import (

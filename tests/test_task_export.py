@@ -3,8 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from harness import numpy
 from pretraining_utils import MICRO
-from task_utils import END, PROMPT, numpy, task_features
+from task_utils import END, PROMPT, task_features
 
 from keras_trips.export import export_saved_model
 from keras_trips.models import (

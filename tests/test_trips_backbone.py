@@ -1,6 +1,6 @@
-import keras
 import numpy as np
 import pytest
+from harness import run_backbone_test, run_model_saving_test
 from keras import ops
 from pretraining_utils import MICRO, pretraining_batch
 
@@ -12,14 +12,10 @@ def backbone_inputs():
     return {k: batch[k] for k in ("images", "token_ids", "padding_mask")}
 
 
-def test_outputs_and_text_guidance():
+def test_text_guidance():
     backbone = TRIPSBackbone(**MICRO)
     inputs = backbone_inputs()
     outputs = backbone(inputs)
-    # 16 patches, keep 0.5 in block 0: [CLS] + 8 kept + 1 fused.
-    assert tuple(outputs["image_sequence"].shape) == (2, 10, 32)
-    assert tuple(outputs["text_sequence"].shape) == (2, 8, 32)
-    assert tuple(outputs["fusion_sequence"].shape) == (2, 8, 32)
     # The image tokens are the vision encoder's, guided by the text [CLS].
     expected = backbone.vision_encoder(
         {
@@ -51,30 +47,19 @@ def test_presets():
         TRIPSBackbone.from_preset("huge")
 
 
-def test_keras_round_trip(tmp_path):
-    backbone = TRIPSBackbone(**MICRO)
-    path = str(tmp_path / "backbone.keras")
-    backbone.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.get_config() == backbone.get_config()
-    assert_same_outputs(backbone, restored, backbone_inputs())
-
-
-def test_mixed_bfloat16():
-    backbone = TRIPSBackbone(**MICRO, dtype="mixed_bfloat16")
-    outputs = backbone(backbone_inputs())
-    assert (
-        keras.backend.standardize_dtype(outputs["fusion_sequence"].dtype) == "bfloat16"
+def test_backbone(tmp_path):
+    # 16 patches, keep 0.5 in block 0: [CLS] + 8 kept + 1 fused.
+    run_backbone_test(
+        TRIPSBackbone,
+        MICRO,
+        backbone_inputs(),
+        {
+            "image_sequence": (2, 10, 32),
+            "text_sequence": (2, 8, 32),
+            "fusion_sequence": (2, 8, 32),
+        },
+        tmp_path,
     )
-    assert backbone.text_encoder.token_embedding.embeddings.dtype == "float32"
-
-
-def assert_same_outputs(backbone, restored, inputs):
-    expected, actual = backbone(inputs), restored(inputs)
-    for name in expected:
-        np.testing.assert_array_equal(
-            ops.convert_to_numpy(actual[name]), ops.convert_to_numpy(expected[name])
-        )
 
 
 def test_text_wider_than_vision_through_guidance_projection(tmp_path):
@@ -102,11 +87,7 @@ def test_text_wider_than_vision_through_guidance_projection(tmp_path):
     with pytest.raises(ValueError, match="image_sequence"):
         backbone.fuse(text, text, inputs["padding_mask"])
 
-    path = str(tmp_path / "wide_text.keras")
-    backbone.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.get_config() == backbone.get_config()
-    assert_same_outputs(backbone, restored, inputs)
+    run_model_saving_test(backbone, inputs, tmp_path)
 
 
 def test_text_width_other_than_vision_needs_guidance_projection():
@@ -129,11 +110,7 @@ def test_convolutional_stem(tmp_path):
     outputs = backbone(inputs)
     assert tuple(outputs["image_sequence"].shape) == (2, 10, 32)
     assert tuple(outputs["fusion_sequence"].shape) == (2, 8, 32)
-    path = str(tmp_path / "conv_stem.keras")
-    backbone.save(path)
-    restored = keras.saving.load_model(path)
-    assert restored.vision_stem == "conv"
-    assert_same_outputs(backbone, restored, inputs)
+    assert run_model_saving_test(backbone, inputs, tmp_path).vision_stem == "conv"
 
 
 def test_convolutional_stem_needs_a_power_of_two_patch_size():

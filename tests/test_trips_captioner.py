@@ -3,13 +3,12 @@ import itertools
 import keras_hub
 import numpy as np
 import pytest
+from harness import numpy, run_model_saving_test, run_serialization_test
 from pretraining_utils import MICRO
 from task_utils import (
     END,
     PROMPT,
-    assert_keras_round_trip,
     fit_one_batch,
-    numpy,
     task_features,
 )
 
@@ -42,7 +41,8 @@ def test_overfits_a_batch_and_generates_its_captions(tmp_path):
         np.testing.assert_array_equal(generated[:, 5:], 0)
         candidates = [" ".join(map(str, row[:4])) for row in generated]
         assert corpus_bleu(candidates, references)[3] > 0.9
-    loaded = assert_keras_round_trip(model, x, str(tmp_path / "captioner.keras"))
+    run_serialization_test(model)
+    loaded = run_model_saving_test(model, x, tmp_path)
     np.testing.assert_array_equal(
         numpy(loaded.generate(x["images"], max_length=6)),
         numpy(model.generate(x["images"], max_length=6)),

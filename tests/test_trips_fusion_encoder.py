@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from harness import run_layer_test
 
 from keras_trips.layers import TRIPSFusionEncoder
 
@@ -26,20 +27,15 @@ def numpy_output(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def test_output_shape_and_dtype():
-    fusion = TRIPSFusionEncoder(**CONFIG)
+def test_layer(tmp_path):
     text, image = inputs()
-    fused = fusion(text, image, padding_mask=PADDING_MASK)
-    assert tuple(fused.shape) == (2, 5, 16)
-    assert keras.backend.standardize_dtype(fused.dtype) == "float32"
-
-
-def test_dtype_policy_reaches_sublayers():
-    fusion = TRIPSFusionEncoder(**CONFIG, dtype="bfloat16")
-    text, image = inputs()
-    fused = fusion(text, image, padding_mask=PADDING_MASK)
-    assert keras.backend.standardize_dtype(fused.dtype) == "bfloat16"
-    assert fusion.transformer_layers[1].dtype_policy.name == "bfloat16"
+    run_layer_test(
+        TRIPSFusionEncoder,
+        CONFIG,
+        {"text_sequence": text, "image_tokens": image, "padding_mask": PADDING_MASK},
+        expected_output_shape=(2, 5, 16),
+        tmp_path=tmp_path,
+    )
 
 
 def test_text_padding_is_masked():
@@ -81,28 +77,6 @@ def test_no_causal_mask():
     changed = numpy_output(fusion(changed_text, image))
     # The first token sees the last one: bidirectional self-attention.
     assert np.abs(changed[:, 0] - fused[:, 0]).max() > 1e-4
-
-
-def test_get_config_round_trip():
-    fusion = TRIPSFusionEncoder(**CONFIG, name="fusion")
-    restored = TRIPSFusionEncoder.from_config(fusion.get_config())
-    assert restored.get_config() == fusion.get_config()
-
-
-def test_keras_file_round_trip(tmp_path):
-    text = keras.Input((None, 16))
-    image = keras.Input((6, 16))
-    padding_mask = keras.Input((None,), dtype="bool")
-    fused = TRIPSFusionEncoder(**CONFIG)(text, image, padding_mask=padding_mask)
-    model = keras.Model([text, image, padding_mask], fused)
-    text_values, image_values = inputs()
-    data = [text_values, image_values, PADDING_MASK]
-    expected = model.predict(data, verbose=0)
-    path = str(tmp_path / "fusion.keras")
-    model.save(path)
-    restored = keras.models.load_model(path)
-    np.testing.assert_array_equal(restored.predict(data, verbose=0), expected)
-    assert isinstance(restored.layers[-1], TRIPSFusionEncoder)
 
 
 def test_image_width_must_match_text_width():

@@ -1,11 +1,10 @@
 import numpy as np
+from harness import numpy, run_model_saving_test, run_serialization_test
 from pretraining_utils import MICRO
 from task_utils import (
     BATCH,
     assert_keep_rate_changes_at_inference,
-    assert_keras_round_trip,
     fit_one_batch,
-    numpy,
     task_features,
 )
 
@@ -27,7 +26,8 @@ def test_overfits_a_batch_at_iou_half(tmp_path):
     assert after["accuracy_iou_0.5"] >= 0.75
     boxes = model.predict(x, verbose=0)
     assert np.all(boxes[:, 2:] > boxes[:, :2])
-    assert_keras_round_trip(model, x, str(tmp_path / "grounding.keras"))
+    run_serialization_test(model)
+    run_model_saving_test(model, x, tmp_path)
     assert_keep_rate_changes_at_inference(model, x)
 
 

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from harness import numpy, run_model_saving_test, run_serialization_test
 from pretraining_utils import MICRO
 from task_utils import (
     BATCH,
-    assert_keras_round_trip,
     fit_one_batch,
-    numpy,
     task_features,
 )
 
@@ -19,7 +18,8 @@ def test_overfits_a_batch(tmp_path):
     labels = (np.arange(BATCH) % 2).astype("int32")
     after = fit_one_batch(model, x, labels, steps=40)
     assert after["accuracy"] == 1.0
-    assert_keras_round_trip(model, x, str(tmp_path / "nlvr2.keras"))
+    run_serialization_test(model)
+    run_model_saving_test(model, x, tmp_path)
 
 
 def test_each_image_is_encoded_under_the_statement():

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from backend_utils import gradient
+from harness import run_layer_test
 from keras import ops
 
 from keras_trips.layers import TRIPSPatchSelection
@@ -132,14 +133,29 @@ def test_symbolic_shapes_and_functional_model():
     assert tuple(model.predict(list(data[:2]), verbose=0).shape) == (2, 140, 64)
 
 
-def test_config_round_trip():
-    layer = TRIPSPatchSelection(0.6, num_heads=3, fuse_inattentive=False, name="sel")
-    restored = TRIPSPatchSelection.from_config(layer.get_config())
-    assert restored.get_config() == layer.get_config()
+@pytest.mark.parametrize("call_kwargs", [{}, {"return_indices": True}])
+def test_layer(call_kwargs, tmp_path):
+    tokens, query, keys = random_inputs()
+    # 12 tokens at keep 0.5: [CLS], 6 kept, the fused one; with the kept
+    # indices and the float32 scores when asked for.
+    shapes = [(3, 1 + 6 + 1, 8)]
+    if call_kwargs:
+        shapes += [(3, 6), (3, 12)]
+    run_layer_test(
+        TRIPSPatchSelection,
+        {"keep_rate": 0.5, "num_heads": 2},
+        {"tokens": tokens, "query": query, "keys": keys},
+        expected_output_shape=shapes,
+        call_kwargs=call_kwargs,
+        expected_num_trainable_weights=0,
+        # No weights to train; the gradient test above follows the query.
+        run_training_check=False,
+        float32_outputs=1 if call_kwargs else 0,
+        tmp_path=tmp_path,
+    )
     assert keras.saving.get_registered_name(TRIPSPatchSelection) == (
         "keras_trips>TRIPSPatchSelection"
     )
-    assert not layer.weights
 
 
 @pytest.mark.parametrize("keep_rate", [0, 1.5, float("nan"), -0.1, "high"])

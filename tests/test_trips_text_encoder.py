@@ -2,6 +2,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from harness import run_layer_test
 
 from keras_trips.layers import TRIPSTextEncoder
 
@@ -22,20 +23,16 @@ def numpy_output(x):
     return keras.ops.convert_to_numpy(x)
 
 
-def test_output_shape_and_dtype():
+def test_layer(tmp_path):
+    run_layer_test(
+        TRIPSTextEncoder,
+        CONFIG,
+        {"token_ids": TOKEN_IDS, "padding_mask": PADDING_MASK},
+        expected_output_shape=(2, 6, 16),
+        tmp_path=tmp_path,
+    )
     encoder = TRIPSTextEncoder(**CONFIG)
-    sequence = encoder(TOKEN_IDS, padding_mask=PADDING_MASK)
-    assert tuple(sequence.shape) == (2, 6, 16)
-    assert keras.backend.standardize_dtype(sequence.dtype) == "float32"
     assert encoder.compute_output_shape((2, 6)) == (2, 6, 16)
-
-
-def test_dtype_policy_reaches_sublayers():
-    encoder = TRIPSTextEncoder(**CONFIG, dtype="bfloat16")
-    sequence = encoder(TOKEN_IDS, padding_mask=PADDING_MASK)
-    assert keras.backend.standardize_dtype(sequence.dtype) == "bfloat16"
-    assert encoder.transformer_layers[0].dtype_policy.name == "bfloat16"
-    assert encoder.token_embedding.dtype_policy.name == "bfloat16"
 
 
 def test_padded_token_ids_do_not_change_real_tokens():
@@ -59,28 +56,6 @@ def test_masked_lm_head_ties_to_token_embedding():
     assert tuple(logits.shape) == (2, 2, 50)
     # Tied: the head has no output kernel of its own.
     assert all(tuple(w.shape) != (16, 50) for w in head.weights)
-
-
-def test_get_config_round_trip():
-    encoder = TRIPSTextEncoder(**CONFIG, name="text")
-    restored = TRIPSTextEncoder.from_config(encoder.get_config())
-    assert restored.get_config() == encoder.get_config()
-
-
-def test_keras_file_round_trip(tmp_path):
-    encoder = TRIPSTextEncoder(**CONFIG)
-    token_ids = keras.Input((None,), dtype="int32")
-    padding_mask = keras.Input((None,), dtype="bool")
-    model = keras.Model(
-        [token_ids, padding_mask], encoder(token_ids, padding_mask=padding_mask)
-    )
-    expected = model.predict([TOKEN_IDS, PADDING_MASK], verbose=0)
-    path = str(tmp_path / "text_encoder.keras")
-    model.save(path)
-    restored = keras.models.load_model(path)
-    actual = restored.predict([TOKEN_IDS, PADDING_MASK], verbose=0)
-    np.testing.assert_array_equal(actual, expected)
-    assert isinstance(restored.layers[-1], TRIPSTextEncoder)
 
 
 @pytest.mark.parametrize("bad_id", [50, -1])

@@ -3,6 +3,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from harness import run_model_saving_test, run_precision_test, run_serialization_test
 from keras import ops
 
 from keras_trips.layers import TRIPSPatchSelection
@@ -169,16 +170,6 @@ def test_position_embeddings_are_interpolated_for_another_image_size(tmp_path):
     )
 
 
-def test_keras_save_and_load_give_identical_outputs(tmp_path):
-    encoder = tiny_encoder(keep_rate=(0.5, 0.7))
-    path = str(tmp_path / "encoder.keras")
-    encoder.save(path)
-    restored = keras.saving.load_model(path)
-    inputs = tiny_inputs()
-    np.testing.assert_array_equal(numpy(restored(inputs)), numpy(encoder(inputs)))
-    assert restored.get_config() == encoder.get_config()
-
-
 def test_query_key_and_value_parts_are_thirds_of_the_fused_projection():
     block = tiny_encoder().blocks[0]
     x = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
@@ -227,12 +218,6 @@ def test_every_layer_is_built_at_construction():
     assert all(layer.built for layer in encoder._flatten_layers())
 
 
-def test_config_round_trip():
-    encoder = tiny_encoder(keep_rate=(0.5, 0.7), guidance="text+image")
-    restored = TRIPSVisionEncoder.from_config(encoder.get_config())
-    assert restored.get_config() == encoder.get_config()
-
-
 def test_compiled_fit_step():
     # Keras' jit_compile on torch is torch.compile with inductor: minutes of
     # C++ builds on a 2-core CPU for this step alone, so torch runs eagerly.
@@ -255,11 +240,12 @@ def test_compiled_fit_step():
     assert losses.history["loss"][-1] < losses.history["loss"][0]
 
 
-def test_mixed_precision():
-    encoder = tiny_encoder(keep_rate=0.5, dtype="mixed_bfloat16")
-    tokens = encoder(tiny_inputs())
-    assert keras.backend.standardize_dtype(tokens.dtype) == "bfloat16"
-    assert encoder.blocks[0].qkv_dense.kernel.dtype == "float32"
+def test_model(tmp_path):
+    config = {**TINY, "selection_layers": (0, 2), "keep_rate": (0.5, 0.7)}
+    encoder = TRIPSVisionEncoder(**config, guidance="text+image")
+    run_serialization_test(encoder)
+    run_precision_test(TRIPSVisionEncoder, config, tiny_inputs())
+    run_model_saving_test(encoder, tiny_inputs(), tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from harness import run_model_saving_test, run_serialization_test
 from pretraining_utils import MICRO
 from task_utils import (
     BATCH,
     assert_keep_rate_changes_at_inference,
-    assert_keras_round_trip,
     fit_one_batch,
     task_features,
 )
@@ -28,7 +28,8 @@ def test_overfits_a_batch_to_full_vqa_accuracy(tmp_path):
     after = fit_one_batch(model, x, targets, steps=60)
     assert after["vqa_accuracy"] == 1.0
     assert model.predict_answers(x) == ANSWERS * 2
-    loaded = assert_keras_round_trip(model, x, str(tmp_path / "vqa.keras"))
+    run_serialization_test(model)
+    loaded = run_model_saving_test(model, x, tmp_path)
     assert loaded.answers == ANSWERS
     # The compiled loss and metric come back too.
     assert loaded.evaluate(x, targets, verbose=0, return_dict=True) == pytest.approx(

@@ -8,8 +8,9 @@ class TRIPSTaskHead(keras.layers.Layer):
     """The MLP head of the downstream tasks: dense, GELU, LayerNorm, dense.
 
     The answer classifier of VQA models since Anderson et al. (ViLT, VLMo:
-    `Linear(D, 2D) -> LayerNorm -> GELU -> Linear(2D, num_answers)`), also
-    used for NLVR2's pair of [CLS] states and for grounding's box.
+    `Linear(D, 2D) -> LayerNorm -> GELU -> Linear(2D, num_answers)`; here
+    the GELU comes before the LayerNorm), also used for NLVR2's pair of
+    [CLS] states and for grounding's box.
 
     Args:
         input_dim: int. Width of the input features.
