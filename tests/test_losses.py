@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from backend_utils import gradient
 from keras import ops
 
 from keras_trips.losses import (
@@ -10,8 +11,10 @@ from keras_trips.losses import (
     image_text_contrastive_loss,
     image_text_matching_loss,
     masked_lm_loss,
+    patch_relevance,
     sample_hard_negatives,
     sample_random_negatives,
+    selection_distillation_loss,
 )
 
 
@@ -171,3 +174,29 @@ def test_masked_lm_loss_mixes_true_and_soft_targets(with_soft_targets):
         expected = (1 - alpha) * expected - alpha * (soft * log_probs).sum(-1)
     np.testing.assert_allclose(numpy(loss), expected, rtol=1e-5)
     np.testing.assert_array_equal(numpy(correct), logits.argmax(-1) == mask_ids)
+
+
+def test_selection_distillation_targets_the_most_relevant_patches():
+    # Keep 0.5 of 4 patches: the target is uniform on the two of highest
+    # relevance (patches 0 and 2).
+    relevance = np.array([[3.0, 0.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]], "float32")
+    scores = np.array([[0.5, 0.0, 0.5, 0.0], [0.4, 0.4, 0.1, 0.1]], "float32")
+    loss = numpy(selection_distillation_loss(scores, relevance, 0.5))
+    # Row 0 puts all its mass evenly on the target: the minimum, 0. Row 1:
+    # -(log 0.1 + log 0.1) / 2 - log 2 = log(10 / 2).
+    np.testing.assert_allclose(loss, [0.0, np.log(5.0)], atol=1e-5)
+    # No gradient reaches the relevance, which only names the target.
+    relevance_gradient = gradient(
+        lambda r: ops.sum(selection_distillation_loss(scores, r, 0.5)), relevance
+    )
+    np.testing.assert_array_equal(numpy(relevance_gradient), 0.0)
+
+
+def test_patch_relevance_is_the_text_embedding_against_each_patch():
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(2, 3)).astype("float32")
+    patches = rng.normal(size=(2, 5, 3)).astype("float32")
+    expected = np.stack([patches[b] @ text[b] for b in range(2)])
+    np.testing.assert_allclose(
+        numpy(patch_relevance(text, patches)), expected, atol=1e-5
+    )

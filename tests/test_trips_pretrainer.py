@@ -10,7 +10,9 @@ from keras_trips.losses import (
     hard_negative_triples,
     image_text_contrastive_loss,
     image_text_matching_loss,
+    patch_relevance,
     sample_random_negatives,
+    selection_distillation_loss,
 )
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder
 
@@ -43,13 +45,40 @@ def overfit_one_batch(pretrainer, steps):
 
 def test_loss_falls_when_overfitting_one_batch():
     # A fast momentum model: its MLM soft targets sharpen within the 40 steps.
-    pretrainer = micro_pretrainer(use_momentum=True, momentum=0.9, queue_size=6)
+    pretrainer = micro_pretrainer(
+        use_momentum=True, momentum=0.9, queue_size=6, selection_distillation=1.0
+    )
     pretrainer.compile(learning_rate=2e-3)
     before, history, after = overfit_one_batch(pretrainer, steps=40)
-    for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "itm_accuracy"):
+    for name in ("loss", "itc_loss", "itm_loss", "mlm_loss", "selection_loss"):
         assert name in history
     assert after["loss"] < 0.75 * before["loss"]
     assert after["mlm_loss"] < 0.6 * before["mlm_loss"]
+    assert after["selection_loss"] < 0.5 * before["selection_loss"]
+
+
+def test_selection_distillation_is_the_first_stage_against_itc_relevance():
+    pretrainer = micro_pretrainer(embedding_pooling="mean", selection_distillation=0.5)
+    batch = pretraining_batch()
+    losses = pretrainer(batch, training=False)
+    backbone = pretrainer.backbone
+    text = backbone.encode_text(batch["token_ids"], batch["padding_mask"])
+    _, scores = backbone.encode_image(batch["images"], text[:, 0], return_scores=True)
+    tokens = backbone.encode_image(batch["images"], keep_rate=1.0)
+    relevance = patch_relevance(
+        pretrainer.embed_text(text, batch["padding_mask"]),
+        pretrainer.vision_projection(tokens[:, 1:]),
+    )
+    # MICRO selects once, in block 0, at keep 0.5.
+    assert len(scores) == 1 and tuple(scores[0].shape) == (4, 16)
+    expected = 0.5 * selection_distillation_loss(scores[0], relevance, 0.5)
+    assert float(numpy(losses["selection_loss"])) == pytest.approx(
+        float(np.mean(numpy(expected))), rel=1e-5
+    )
+    # The paper's pretrainer has no such loss.
+    assert "selection_loss" not in micro_pretrainer()(batch, training=False)
+    with pytest.raises(ValueError, match="selection_distillation"):
+        micro_pretrainer(selection_distillation=-1.0)
 
 
 class ContrastiveOnlyPretrainer(TRIPSPretrainer):

@@ -20,3 +20,7 @@ from keras_trips.losses.image_text_matching import (
     image_text_matching_loss,
 )
 from keras_trips.losses.masked_lm import masked_lm_loss
+from keras_trips.losses.selection_distillation import (
+    patch_relevance,
+    selection_distillation_loss,
+)

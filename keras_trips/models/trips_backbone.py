@@ -347,12 +347,13 @@ class TRIPSBackbone(keras.Model):
         training=None,
         guidance=None,
         return_provenance=False,
+        return_scores=False,
     ):
         """Vision tokens, guided by `text_embedding` (the text [CLS], at the
         text width) when given.
 
-        `keep_rate`, `guidance` and `return_provenance` are passed to the
-        vision encoder (see `TRIPSVisionEncoder`).
+        `keep_rate`, `guidance`, `return_provenance` and `return_scores` are
+        passed to the vision encoder (see `TRIPSVisionEncoder`).
         """
         inputs = {"images": images}
         if text_embedding is not None:
@@ -362,6 +363,7 @@ class TRIPSBackbone(keras.Model):
             keep_rate=keep_rate,
             guidance=guidance,
             return_provenance=return_provenance,
+            return_scores=return_scores,
             training=training,
         )
 

@@ -19,13 +19,17 @@ from keras_trips.losses.image_text_matching import (
     image_text_matching_loss,
 )
 from keras_trips.losses.masked_lm import masked_lm_loss
+from keras_trips.losses.selection_distillation import (
+    patch_relevance,
+    selection_distillation_loss,
+)
 from keras_trips.models import preset_directory
 from keras_trips.models.default_optimizer import default_optimizer
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel, masked_lm_head
 from keras_trips.utils import replicas
 from keras_trips.utils.train_step import distinct_train_step
 
-LOSSES = ("itc_loss", "itm_loss", "mlm_loss")
+LOSSES = ("itc_loss", "itm_loss", "mlm_loss", "selection_loss")
 ACCURACIES = ("itm_accuracy", "mlm_accuracy")
 # Mean pairwise cosine of the ITC embeddings of a batch (collapse: near 1).
 SIMILARITIES = ("image_similarity", "text_similarity")
@@ -100,6 +104,15 @@ class TRIPSPretrainer(keras.Model):
             preset); their metrics are logged from the start step on.
         itm_negatives: `"hard"` (ALBEF) or `"random"`: how ITM draws its
             negatives (above).
+        selection_distillation: float. Weight of a loss, logged as
+            `selection_loss` and added with ITM and MLM, that pulls the
+            first selection stage's text-guided scores towards the patches
+            whose final states the ITC projection matches best to the
+            caption, from a text-free vision pass at keep rate 1.0 without
+            gradient (`keras_trips.losses.selection_distillation_loss`;
+            meant for `embedding_pooling="mean"`, where that per-patch
+            match is what ITC itself trains). 0 (the paper) leaves the
+            selection to learn through the fusion weights alone.
         **kwargs: standard `keras.Model` arguments.
 
     Example:
@@ -124,11 +137,17 @@ class TRIPSPretrainer(keras.Model):
         contrastive_guidance="text",
         fusion_objectives_start_step=0,
         itm_negatives="hard",
+        selection_distillation=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
+        if not selection_distillation >= 0:
+            raise ValueError(
+                "`selection_distillation` must be a weight >= 0. Received: "
+                f"{selection_distillation}"
+            )
         for name, value, choices in (
             ("embedding_pooling", embedding_pooling, EMBEDDING_POOLINGS),
             ("contrastive_guidance", contrastive_guidance, CONTRASTIVE_GUIDANCES),
@@ -205,6 +224,7 @@ class TRIPSPretrainer(keras.Model):
         self.contrastive_guidance = contrastive_guidance
         self.fusion_objectives_start_step = fusion_objectives_start_step
         self.itm_negatives = itm_negatives
+        self.selection_distillation = float(selection_distillation)
         # True while the train function of `fit` (`make_train_function`)
         # traces or runs a step that trains ITC alone: `call` leaves ITM and
         # MLM out. Elsewhere `compute_loss` gates them by `training_steps`.
@@ -285,11 +305,16 @@ class TRIPSPretrainer(keras.Model):
         images, token_ids = inputs["images"], inputs["token_ids"]
         padding_mask = inputs["padding_mask"]
         fusion_objectives = not (training and self._itc_only)
+        distill_selection = fusion_objectives and self.selection_distillation > 0
         # One vision pass per pair, guided by its caption's text [CLS].
         text = self.backbone.encode_text(token_ids, padding_mask, training)
         image = None
         if fusion_objectives or self.contrastive_guidance == "text":
-            image = self.backbone.encode_image(images, text[:, 0], training=training)
+            image = self.backbone.encode_image(
+                images, text[:, 0], training=training, return_scores=distill_selection
+            )
+            if distill_selection:
+                image, stage_scores = image
         contrasted_image = image
         if self.contrastive_guidance == "image":
             contrasted_image = self.backbone.encode_image(images, training=training)
@@ -328,6 +353,12 @@ class TRIPSPretrainer(keras.Model):
                 self._fusion_objectives(
                     inputs, text, image, momentum_image, similarities, rows, training
                 )
+            )
+        # No stage selects at keep rate 1.0 (a keep-rate warm-up): no scores.
+        if distill_selection and stage_scores:
+            per_row["selection_loss"] = (
+                self._selection_distillation(images, stage_scores[0], embeddings[1]),
+                None,
             )
         return {
             name: replicas.global_mean(values, weights)
@@ -431,6 +462,18 @@ class TRIPSPretrainer(keras.Model):
         return masked_lm_loss(
             logits, inputs["mask_ids"], soft_target_logits, self.distillation_alpha
         )
+
+    def _selection_distillation(self, images, scores, text_embedding):
+        """The weighted selection-distillation loss per row: the first
+        stage's text-guided `scores` against the patch relevance of an
+        unpruned, text-free vision pass (no gradient)."""
+        tokens = ops.stop_gradient(self.backbone.encode_image(images, keep_rate=1.0))
+        relevance = patch_relevance(
+            text_embedding, self.vision_projection(tokens[:, 1:])
+        )
+        keep_rate = self.backbone.vision_encoder.keep_rate[0]
+        loss = selection_distillation_loss(scores, relevance, keep_rate)
+        return self.selection_distillation * loss
 
     def _check_inputs(self, inputs):
         if inputs["images"].shape[0] == 1:
@@ -661,6 +704,7 @@ class TRIPSPretrainer(keras.Model):
                 "embedding_pooling": self.embedding_pooling,
                 "contrastive_guidance": self.contrastive_guidance,
                 "itm_negatives": self.itm_negatives,
+                "selection_distillation": self.selection_distillation,
                 "fusion_objectives_start_step": self.fusion_objectives_start_step,
             }
         )

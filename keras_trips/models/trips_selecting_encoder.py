@@ -40,7 +40,9 @@ class TRIPSSelectingEncoder(TRIPSSelectionStages, keras.Model):
     `encoder` returns, over fewer tokens; with `return_provenance=True` also
     the `(B, T, N)` map from the T tokens after the last block to the N
     original patches (see `TRIPSVisionEncoder`; for SigLIP, whose output is
-    pooled, the map of the tokens its head pooled).
+    pooled, the map of the tokens its head pooled); with
+    `return_scores=True` also each stage's scores on the patches (as
+    `TRIPSVisionEncoder`).
 
     Build one with `keras_trips.models.with_patch_selection`.
 

@@ -59,13 +59,21 @@ class TRIPSSelectionStages:
         return_provenance=False,
         guidance=None,
         training=None,
+        return_scores=False,
     ):
-        outputs, provenance, _ = self._encode(
-            inputs, keep_rate, self._guidance(guidance), return_provenance, training
+        outputs, provenance, stages = self._encode(
+            inputs,
+            keep_rate,
+            self._guidance(guidance),
+            return_provenance or return_scores,
+            training,
         )
+        extras = []
         if return_provenance:
-            return outputs, provenance
-        return outputs
+            extras.append(provenance)
+        if return_scores:
+            extras.append([stage["scores"] for stage in stages])
+        return (outputs, *extras) if extras else outputs
 
     def selection_trace(self, inputs, keep_rate=None, guidance=None):
         """What each selection stage did, for pictures and analysis.

@@ -32,8 +32,12 @@ class TRIPSVisionEncoder(TRIPSSelectionStages, keras.Model):
     last stage. With `return_provenance=True` it also returns a
     `(B, T, num_patches)` map: row t holds the weight with which each original
     patch makes up output token t (one-hot for a kept patch, the fusion
-    weights for a fused token, zeros for the [CLS]). `guidance` overrides
-    the encoder's guidance mode for one call (to compare modes on one model).
+    weights for a fused token, zeros for the [CLS]). With
+    `return_scores=True` it also returns (after the map, when both are asked
+    for) a list with each selecting stage's scores `(B, num_patches)`
+    spread onto the original patches, from the same pass (so a loss can
+    train them). `guidance` overrides the encoder's guidance mode for one
+    call (to compare modes on one model).
 
     Args:
         image_shape: `(height, width, channels)`.

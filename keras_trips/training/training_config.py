@@ -98,6 +98,10 @@ class TrainingConfig:
         itm_negatives: the `TRIPSPretrainer`'s: "random" (the default here;
             on small data ALBEF's "hard" negatives are often true matches
             and ITM stays at its prior) or "hard".
+        selection_distillation: the `TRIPSPretrainer`'s weight of the loss
+            that teaches text-guided selection where ITC looks (1.0 here;
+            0 is the paper, which left the text guidance near chance on
+            the scenes).
         data_format: one of `DATA_FORMATS`; "scenes" is the built-in data.
         annotations: the annotation file (albef, coco) or TFRecord glob.
         image_root: None (the annotation file's folder) or the image folder.
@@ -179,6 +183,13 @@ class TrainingConfig:
         "ITM negatives: drawn by ITC similarity (ALBEF) or uniformly (learns "
         "faster on small data, whose hardest negatives often match).",
         choices=ITM_NEGATIVES,
+    )
+
+    selection_distillation: float = _option(
+        1.0,
+        "model",
+        "Weight of the loss that pulls text-guided selection towards the "
+        "patches ITC matches to the caption (0: the paper's, none).",
     )
 
     data_format: str = _option("scenes", "data", choices=DATA_FORMATS)
@@ -341,6 +352,11 @@ class TrainingConfig:
             raise TrainingConfigError(
                 f"{{}} must be in [0, 1). Received: {self.itc_only_fraction}",
                 "itc_only_fraction",
+            )
+        if not self.selection_distillation >= 0:
+            raise TrainingConfigError(
+                f"{{}} must be >= 0. Received: {self.selection_distillation}",
+                "selection_distillation",
             )
         if self.schedule not in SCHEDULES:
             raise TrainingConfigError(
