@@ -14,15 +14,16 @@ beside their chance levels, and pictures of what selection keeps.
 
 import os
 
-# TensorFlow's C++ notes (CPU features, CUDA probing, tf.data type
-# inference) stay off the console unless asked for.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import native_logs
 
-import keras
-import training_options
+# Before TensorFlow loads: its C++ start-up notes stay off the console.
+native_logs.filter_native_logs()
 
-from keras_trips import training
-from keras_trips.utils import xla
+import keras  # noqa: E402
+import training_options  # noqa: E402
+
+from keras_trips import training  # noqa: E402
+from keras_trips.utils import xla  # noqa: E402
 
 
 def main(argv=None, extra_callbacks=()):

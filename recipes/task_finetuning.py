@@ -12,14 +12,19 @@ import math
 import os
 import time
 
-import keras
+import native_logs
 
-from keras_trips import tasks
-from keras_trips.data import TRIPSTextPreprocessor
-from keras_trips.models import TRIPSBackbone, load_backbone
-from keras_trips.models.preset_directory import is_preset_directory
-from keras_trips.models.trips_backbone import PRESETS
-from keras_trips.utils import xla
+# Before TensorFlow loads: its C++ start-up notes stay off the console.
+native_logs.filter_native_logs()
+
+import keras  # noqa: E402
+
+from keras_trips import tasks  # noqa: E402
+from keras_trips.data import TRIPSTextPreprocessor  # noqa: E402
+from keras_trips.models import TRIPSBackbone, load_backbone  # noqa: E402
+from keras_trips.models.preset_directory import is_preset_directory  # noqa: E402
+from keras_trips.models.trips_backbone import PRESETS  # noqa: E402
+from keras_trips.utils import xla  # noqa: E402
 
 METRICS = {
     "vqa": "vqa_accuracy",

@@ -9,6 +9,9 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# pytest captures stderr itself: the recipes loaded in tests leave it alone
+# (tests/test_native_logs.py runs the filter in a process of its own).
+os.environ.setdefault("KERAS_TRIPS_NATIVE_LOGS", "1")
 
 import keras
 import numpy as np
