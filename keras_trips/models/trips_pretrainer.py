@@ -60,7 +60,11 @@ class TRIPSPretrainer(keras.Model):
       (`sample_random_negatives`: while ITC is weak, its "hard" negatives
       are mostly pairs that share objects with the positive; docs/method.md);
     - MLM: the masked tokens predicted from the fusion output
-      (`keras_trips.losses.masked_lm_loss`).
+      (`keras_trips.losses.masked_lm_loss`);
+    - optionally, selection distillation (`selection_distillation`, not in
+      the paper): the first selection stage's text-guided scores pulled
+      towards the patches ITC relates to the caption
+      (`keras_trips.losses.selection_distillation_loss`).
 
     With `use_momentum=True`, a `TRIPSMomentumModel` (an EMA copy of the
     text, vision and fusion encoders, ITC projections and MLM head) provides
@@ -308,7 +312,7 @@ class TRIPSPretrainer(keras.Model):
         distill_selection = fusion_objectives and self.selection_distillation > 0
         # One vision pass per pair, guided by its caption's text [CLS].
         text = self.backbone.encode_text(token_ids, padding_mask, training)
-        image = None
+        image, stage_scores = None, []
         if fusion_objectives or self.contrastive_guidance == "text":
             image = self.backbone.encode_image(
                 images, text[:, 0], training=training, return_scores=distill_selection
