@@ -52,8 +52,8 @@ def run_layer_test(
     Args:
         cls, init_kwargs: the layer class and its constructor arguments.
         input_data: dict of the call's tensor arguments (numpy), by name.
-        expected_output_shape: the output's shape, or a structure of shapes
-            matching a structured output.
+        expected_output_shape: the output's shape, or a list of shapes, one
+            per output tensor in order (outputs that are `None` left out).
         call_kwargs: the call's other arguments (flags such as
             `return_indices`).
         expected_num_trainable_weights: checked when given.
