@@ -81,6 +81,27 @@ def test_selection_distillation_is_the_first_stage_against_itc_relevance():
         micro_pretrainer(selection_distillation=-1.0)
 
 
+class PenalisedPretrainer(TRIPSPretrainer):
+    """Adds `100 * temperature**2` with `add_loss`, as a user's regulariser."""
+
+    def call(self, inputs, training=None):
+        outputs = super().call(inputs, training)
+        self.add_loss(100.0 * ops.square(self.temperature.value))
+        return outputs
+
+
+def test_fit_adds_the_losses_of_add_loss():
+    pretrainer = PenalisedPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16)
+    pretrainer.compile(learning_rate=1e-3)
+    history = pretrainer.fit(
+        tf.data.Dataset.from_tensors(pretraining_batch()), verbose=0
+    ).history
+    # One step: the logged losses are those before the update; the
+    # temperature starts at 0.07.
+    objectives = sum(history[name][0] for name in ("itc_loss", "itm_loss", "mlm_loss"))
+    assert history["loss"][0] == pytest.approx(objectives + 100 * 0.07**2, rel=1e-4)
+
+
 class ContrastiveOnlyPretrainer(TRIPSPretrainer):
     """Trains on the ITC loss alone."""
 

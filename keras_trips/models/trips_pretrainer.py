@@ -509,8 +509,10 @@ class TRIPSPretrainer(keras.Model):
                 )
                 fusion_loss = fusion_loss * ops.cast(started, fusion_loss.dtype)
             loss = loss + fusion_loss
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
+        # Losses of `add_loss` and regularizers, one by one: under JAX's
+        # gradient trace, `ops.sum` of a list of them fails.
+        for additional_loss in self.losses:
+            loss = loss + ops.sum(ops.cast(additional_loss, loss.dtype))
         # As Keras' own compute_loss: under tf.distribute, divided by the
         # replica count, since the replicas' gradients are summed.
         return self._aggregate_additional_loss(loss)
