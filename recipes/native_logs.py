@@ -6,17 +6,22 @@ import re
 import sys
 import threading
 
-# absl's line prefix: severity, date, time, thread, file:line.
-_PREFIX = rb"[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] "
+# absl's line prefix after the severity letter: date, time, thread,
+# file:line.
+_PREFIX = rb"\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] "
 NATIVE_NOISE = re.compile(
-    rb"^(?:"
-    # Information and warnings (CPU features, oneDNN, CUDA stubs, XLA).
-    rb"[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w./-]+:\d+\] "
-    # Errors that only say there is no GPU or no AVX-512 kernel.
-    rb"|" + _PREFIX + rb"(?:failed call to cuInit|oneDNN supports)"
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: .* compiler flags\."
-    rb")"
+    b"^(?:"
+    + b"|".join(
+        [
+            # Information and warnings (CPU features, oneDNN, CUDA stubs, XLA).
+            b"[IW]" + _PREFIX,
+            # Errors that only say there is no GPU or no AVX-512 kernel.
+            b"E" + _PREFIX + rb"(?:failed call to cuInit|oneDNN supports)",
+            rb"WARNING: All log messages before absl::InitializeLog\(\) is called",
+            rb"To enable the following instructions: .* compiler flags\.",
+        ]
+    )
+    + b")"
 )
 _installed = []
 
