@@ -73,10 +73,9 @@ class TRIPSPatchSelection(keras.layers.Layer):
 
     def num_kept(self, num_tokens, keep_rate=None):
         """Returns k, the number of the `num_tokens` image tokens kept."""
-        keep_rate = self.keep_rate if keep_rate is None else keep_rate
-        # round() first so that 0.7 * 10 is 7, not ceil(7.000000000000001) = 8;
-        # at least 1, as ceil(rate * N) is for any rate in (0, 1].
-        return min(num_tokens, max(1, math.ceil(round(keep_rate * num_tokens, 6))))
+        return kept_count(
+            num_tokens, self.keep_rate if keep_rate is None else keep_rate
+        )
 
     def selects(self, num_tokens, keep_rate=None):
         """Whether selection changes a sequence of `num_tokens` image tokens."""
@@ -236,6 +235,13 @@ class TRIPSPatchSelection(keras.layers.Layer):
             }
         )
         return config
+
+
+def kept_count(num_tokens, keep_rate):
+    """k = min(N, ceil(keep_rate * N)) of `num_tokens` = N image tokens."""
+    # round() first so that 0.7 * 10 is 7, not ceil(7.000000000000001) = 8;
+    # at least 1, as ceil(rate * N) is for any rate in (0, 1].
+    return min(num_tokens, max(1, math.ceil(round(keep_rate * num_tokens, 6))))
 
 
 def validate_keep_rate(keep_rate):

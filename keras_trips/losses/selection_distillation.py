@@ -14,6 +14,8 @@ import math
 
 from keras import ops
 
+from keras_trips.layers.trips_patch_selection import kept_count
+
 
 def patch_relevance(text_embedding, patch_embeddings):
     """`(B, N)`: each caption's ITC text embedding `(B, E)` against the ITC
@@ -36,7 +38,8 @@ def selection_distillation_loss(scores, relevance, keep_rate):
     into `relevance`.
     """
     num_patches = scores.shape[-1]
-    num_kept = min(num_patches, math.ceil(round(keep_rate * num_patches, 6)))
+    # As many as the selection keeps.
+    num_kept = kept_count(num_patches, keep_rate)
     relevance = ops.stop_gradient(ops.convert_to_tensor(relevance, "float32"))
     threshold = ops.sort(relevance, axis=-1)[:, num_patches - num_kept, None]
     target = ops.cast(ops.greater_equal(relevance, threshold), "float32")
