@@ -1,7 +1,6 @@
-import math
-
 import numpy as np
 from harness import numpy, run_layer_test
+from test_trips_vision_block import dense, gelu, layer_norm
 
 from keras_trips.layers import TRIPSTaskHead
 
@@ -27,12 +26,8 @@ def test_layer(tmp_path):
 def test_matches_dense_gelu_layer_norm_dense():
     head = TRIPSTaskHead(**CONFIG)
     x = features()
-    hidden = x @ numpy(head.hidden.kernel) + numpy(head.hidden.bias)
-    hidden = 0.5 * hidden * (1 + np.vectorize(math.erf)(hidden / math.sqrt(2)))
-    mean, variance = hidden.mean(-1, keepdims=True), hidden.var(-1, keepdims=True)
-    hidden = (hidden - mean) / np.sqrt(variance + 1e-12)
-    hidden = hidden * numpy(head.norm.gamma) + numpy(head.norm.beta)
-    expected = hidden @ numpy(head.output_dense.kernel) + numpy(head.output_dense.bias)
+    hidden = layer_norm(gelu(dense(x, head.hidden)), head.norm)
+    expected = dense(hidden, head.output_dense)
     np.testing.assert_allclose(numpy(head(x)), expected, atol=1e-5)
 
 
