@@ -14,16 +14,24 @@ the accuracy beside the mean-box baseline.
 import task_finetuning
 
 from keras_trips.models import TRIPSGrounding
+from keras_trips.models.trips_grounding import BOX_HEADS
 
 
 def main(argv=None):
     """Runs the recipe; returns its summary (results, baseline, files)."""
     parser = task_finetuning.task_parser("grounding", __doc__.splitlines()[0], {})
+    parser.add_argument(
+        "--box-head",
+        default="attention",
+        choices=BOX_HEADS,
+        help="The box from the fused [CLS] alone (the paper), or its centre "
+        "from the [CLS]'s attention over the image tokens (learns faster).",
+    )
     args = task_finetuning.parse(parser, argv)
     return task_finetuning.run(
         "grounding",
         args,
-        lambda backbone, data: TRIPSGrounding(backbone),
+        lambda backbone, data: TRIPSGrounding(backbone, box_head=args.box_head),
         TRIPSGrounding,
     )
 

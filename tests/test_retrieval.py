@@ -51,7 +51,7 @@ def test_recall_rejects_mismatched_shapes():
         retrieval_recall(np.zeros((2, 3)), np.zeros((2, 3)), [0, 1, 1])
 
 
-def test_evaluator_reranks_the_shortlist_by_itm():
+def test_evaluator_reranks_the_shortlist_by_itm_plus_itc():
     pretrainer = TRIPSPretrainer(TRIPSBackbone(**MICRO), embedding_dim=16)
     rng = np.random.default_rng(0)
     images = rng.normal(size=(4, 32, 32, 3)).astype("float32")
@@ -67,6 +67,14 @@ def test_evaluator_reranks_the_shortlist_by_itm():
     # The same recall, computed here from the ITM scores of every pair.
     pairs = np.array([(i, t) for i in range(4) for t in range(6)])
     itm = evaluator.itm_scores(images, text_states, padding_mask, pairs).reshape(4, 6)
+    # The ITM "match" logit of image 1 under text 4's guidance.
+    tokens = pretrainer.backbone.encode_image(images[1:2], text_states[4:5, 0])
+    _, logits = pretrainer.match_probability(
+        text_states[4:5], tokens, padding_mask[4:5], return_logits=True
+    )
+    assert itm[1, 4] == pytest.approx(float(logits[0, 1]), abs=1e-5)
+    # ALBEF's re-ranking score: ITM logit plus ITC similarity.
+    itm = itm + similarity
     image_to_text = np.full((4, 6), -np.inf)
     text_to_image = np.full((6, 4), -np.inf)
     for i in range(4):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from harness import numpy, run_model_saving_test, run_serialization_test
 from pretraining_utils import MICRO
 from task_utils import (
@@ -18,8 +19,9 @@ def random_boxes(seed=0):
     return np.concatenate([corner, corner + size], axis=1).astype("float32")
 
 
-def test_overfits_a_batch_at_iou_half(tmp_path):
-    model = TRIPSGrounding(TRIPSBackbone(**MICRO))
+@pytest.mark.parametrize("box_head", ["cls", "attention"])
+def test_overfits_a_batch_at_iou_half(box_head, tmp_path):
+    model = TRIPSGrounding(TRIPSBackbone(**MICRO), box_head=box_head)
     model.compile(learning_rate=1e-3)
     x = task_features()
     after = fit_one_batch(model, x, random_boxes(), steps=60)
@@ -29,6 +31,33 @@ def test_overfits_a_batch_at_iou_half(tmp_path):
     run_serialization_test(model)
     run_model_saving_test(model, x, tmp_path)
     assert_keep_rate_changes_at_inference(model, x)
+
+
+def test_attention_head_centres_the_box_on_the_attended_tokens():
+    model = TRIPSGrounding(TRIPSBackbone(**MICRO), box_head="attention")
+    x = task_features()
+    _, image, fusion, provenance = (
+        numpy(part) for part in model.encode(x, return_provenance=True)
+    )
+    query = fusion[:, 0] @ numpy(model.locator_query.kernel) + numpy(
+        model.locator_query.bias
+    )
+    keys = image @ numpy(model.locator_key.kernel) + numpy(model.locator_key.bias)
+    logits = np.einsum("bd,btd->bt", query, keys) / np.sqrt(keys.shape[-1])
+    # MICRO: a 4 x 4 grid; the [CLS] (no patches) is never attended.
+    logits[:, 0] = -np.inf
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    rows, columns = np.divmod(np.arange(16), 4)
+    patch_centers = np.stack([(columns + 0.5) / 4, (rows + 0.5) / 4], axis=-1)
+    weights = provenance.sum(-1, keepdims=True)
+    token_centers = provenance @ patch_centers / np.maximum(weights, 1e-9)
+    expected = np.einsum("bt,btc->bc", attention, token_centers)
+    boxes = numpy(model(x))
+    np.testing.assert_allclose((boxes[:, :2] + boxes[:, 2:]) / 2, expected, atol=1e-5)
+    assert model.get_config()["box_head"] == "attention"
+    with pytest.raises(ValueError, match="box_head"):
+        TRIPSGrounding(TRIPSBackbone(**MICRO), box_head="corners")
 
 
 def test_provenance_heatmap_and_its_boxes():

@@ -346,6 +346,36 @@ def test_itm_with_random_negatives():
     assert pretrainer.get_config()["itm_negatives"] == "random"
 
 
+def test_itm_negatives_selected_by_their_pairs_text():
+    pretrainer = micro_pretrainer(itm_negatives="random", itm_guidance="pair")
+    batch = pretraining_batch()
+    backbone = pretrainer.backbone
+    text = backbone.encode_text(batch["token_ids"], batch["padding_mask"])
+    image = backbone.encode_image(batch["images"], text[:, 0])
+    mask = batch["padding_mask"]
+    negative_text, negative_image = sample_random_negatives(
+        np.arange(4), 4, keras.random.SeedGenerator(0)
+    )
+    # (image i, text j) selected by text j; (image j, text i) by text i.
+    guided = [
+        backbone.encode_image(batch["images"], ops.take(text[:, 0], negative_text, 0)),
+        backbone.encode_image(ops.take(batch["images"], negative_image, 0), text[:, 0]),
+    ]
+    texts = ops.concatenate([text, ops.take(text, negative_text, 0), text])
+    masks = ops.concatenate([mask, ops.take(mask, negative_text, 0), mask])
+    _, logits = pretrainer.match_probability(
+        texts, ops.concatenate([image, *guided]), masks, return_logits=True
+    )
+    expected, _ = image_text_matching_loss(logits, np.repeat([1, 0, 0], 4))
+    outputs = pretrainer(batch)
+    np.testing.assert_allclose(
+        numpy(outputs["itm_loss"]), numpy(ops.mean(expected)), rtol=1e-5
+    )
+    assert pretrainer.get_config()["itm_guidance"] == "pair"
+    with pytest.raises(ValueError, match="itm_guidance"):
+        micro_pretrainer(itm_guidance="negative")
+
+
 def test_fusion_objectives_join_at_their_start_step():
     pretrainer = micro_pretrainer(fusion_objectives_start_step=2)
     pretrainer.compile()

@@ -11,9 +11,11 @@ class RetrievalEvaluator:
        "image"), every text once; their ITC embeddings give a similarity
        matrix.
     2. For each image its `k_test` most similar texts, and for each text its
-       `k_test` most similar images, are re-scored by the ITM head on a
-       text-guided vision pass of the pair. Candidates off the shortlist
-       rank below it.
+       `k_test` most similar images, are re-scored on a text-guided vision
+       pass of the pair: the ITM head's "match" logit plus the ITC
+       similarity, as ALBEF's evaluation scores them (the similarity breaks
+       the ties of a weak ITM head). Candidates off the shortlist rank below
+       it.
     3. Recall@1/5/10 in both directions (`retrieval_recall`), after the
        re-ranking and, prefixed `itc_`, by the ITC similarities alone.
 
@@ -73,9 +75,10 @@ class RetrievalEvaluator:
         return similarity, np.concatenate([text["states"] for text in texts])
 
     def itm_scores(self, images, text_states, padding_mask, pairs):
-        """P(match) (`TRIPSPretrainer.match_probability`) of `(image index,
-        text index)` pairs, each image encoded under its text's guidance."""
-        match = CompiledFunction(self.pretrainer, _guided_match_probability)
+        """The ITM head's "match" logits (`TRIPSPretrainer.match_probability`)
+        of `(image index, text index)` pairs, each image encoded under its
+        text's guidance."""
+        match = CompiledFunction(self.pretrainer, _guided_match_logit)
         scores = []
         for part in self._batches(len(pairs)):
             image_index, text_index = pairs[part, 0], pairs[part, 1]
@@ -120,9 +123,8 @@ class RetrievalEvaluator:
         )
         # A pair shortlisted in both directions is scored once.
         pairs, where = np.unique(pairs, axis=0, return_inverse=True)
-        scores = self.itm_scores(images, text_states, padding_mask, pairs)[
-            where.ravel()
-        ]
+        scores = self.itm_scores(images, text_states, padding_mask, pairs)
+        scores = (scores + similarity[pairs[:, 0], pairs[:, 1]])[where.ravel()]
         first = num_images * k_texts
         image_to_text[np.repeat(np.arange(num_images), k_texts), top_texts.ravel()] = (
             scores[:first]
@@ -145,7 +147,10 @@ def _text_states_and_embeddings(pretrainer, inputs):
     }
 
 
-def _guided_match_probability(pretrainer, inputs):
+def _guided_match_logit(pretrainer, inputs):
     texts = inputs["text_states"]
     tokens = pretrainer.backbone.encode_image(inputs["images"], texts[:, 0])
-    return pretrainer.match_probability(texts, tokens, inputs["padding_mask"])
+    _, logits = pretrainer.match_probability(
+        texts, tokens, inputs["padding_mask"], return_logits=True
+    )
+    return logits[:, 1]

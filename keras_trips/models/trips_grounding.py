@@ -6,6 +6,10 @@ from keras_trips.losses.box_regression_loss import BoxRegressionLoss
 from keras_trips.metrics.iou_accuracy import IoUAccuracy
 from keras_trips.models.trips_task import TRIPSTask
 
+# Where the box comes from: the fused [CLS] alone (the paper), or its
+# attention over the image tokens for the centre.
+BOX_HEADS = ("cls", "attention")
+
 
 @keras.saving.register_keras_serializable(package="keras_trips")
 class TRIPSGrounding(TRIPSTask):
@@ -19,6 +23,14 @@ class TRIPSGrounding(TRIPSTask):
     (`keras_trips.losses.BoxRegressionLoss`), evaluated by the accuracy at
     IoU >= 0.5 (`keras_trips.metrics.IoUAccuracy`).
 
+    With `box_head="attention"` the fused [CLS] attends over the image
+    tokens (one query and one key projection) and the box centre is the
+    attention-weighted mean of the tokens' centres on the patch grid (a
+    fused token's centre: its patches' centres weighted by the provenance
+    map); the MLP gives the size. A soft arg-max over the patches learns
+    where the phrase points much faster than an MLP learns to read
+    coordinates out of one state (docs/method.md, "Other tasks").
+
     `provenance_heatmap` maps the tokens that the phrase-guided selection
     keeps back onto the patch grid: a training-free heat-map baseline.
 
@@ -28,6 +40,7 @@ class TRIPSGrounding(TRIPSTask):
     Args:
         backbone: a `TRIPSBackbone`.
         dropout: float. Dropout in the head.
+        box_head: `"cls"` (the paper) or `"attention"` (above).
         **kwargs: standard `keras.Model` arguments.
 
     Example:
@@ -40,32 +53,80 @@ class TRIPSGrounding(TRIPSTask):
     ```
     """
 
-    def __init__(self, backbone, dropout=0.1, **kwargs):
+    def __init__(self, backbone, dropout=0.1, box_head="cls", **kwargs):
+        if box_head not in BOX_HEADS:
+            raise ValueError(
+                f"`box_head` must be one of {BOX_HEADS}. Received: {box_head!r}"
+            )
         super().__init__(backbone, **kwargs)
 
         # === Layers ===
-        width = self.feature_widths()["fusion"]
+        widths = self.feature_widths()
+        width = widths["fusion"]
+        dtype = backbone.dtype_policy
         self.box_head = TRIPSTaskHead(
             width,
             width,
-            4,
+            4 if box_head == "cls" else 2,
             dropout=dropout,
-            dtype=backbone.dtype_policy,
+            dtype=dtype,
             name="box_head",
         )
+        self.locator_query = self.locator_key = None
+        if box_head == "attention":
+            self.locator_query = keras.layers.Dense(
+                widths["image"], dtype=dtype, name="locator_query"
+            )
+            self.locator_key = keras.layers.Dense(
+                widths["image"], dtype=dtype, name="locator_key"
+            )
+            self.locator_query.build((None, width))
+            self.locator_key.build((None, None, widths["image"]))
 
         # === Config ===
         self.dropout = dropout
+        self.box_head_type = box_head
         # Every weight exists now: loading and exporting need it said.
         self.built = True
 
     def call(self, inputs, keep_rate=None, training=None):
-        _, _, fusion = self.encode(inputs, keep_rate=keep_rate, training=training)
-        box = ops.sigmoid(
+        if self.box_head_type == "cls":
+            _, _, fusion = self.encode(inputs, keep_rate=keep_rate, training=training)
+            box = self._head(fusion, training)
+            center, size = box[:, :2], box[:, 2:]
+        else:
+            _, image, fusion, provenance = self.encode(
+                inputs, keep_rate=keep_rate, training=training, return_provenance=True
+            )
+            center = self._attended_center(fusion[:, 0], image, provenance)
+            size = self._head(fusion, training)
+        return ops.concatenate([center - size / 2, center + size / 2], axis=-1)
+
+    def _head(self, fusion, training):
+        return ops.sigmoid(
             ops.cast(self.box_head(fusion[:, 0], training=training), "float32")
         )
-        center, size = box[:, :2], box[:, 2:]
-        return ops.concatenate([center - size / 2, center + size / 2], axis=-1)
+
+    def _attended_center(self, fused_cls, image, provenance):
+        """`(B, 2)` normalised `(x, y)`: the image tokens' centres weighted by
+        the fused [CLS]'s attention over them."""
+        query = ops.cast(self.locator_query(fused_cls), "float32")
+        keys = ops.cast(self.locator_key(image), "float32")
+        logits = ops.einsum("bd,btd->bt", query, keys) / ops.sqrt(
+            ops.cast(ops.shape(keys)[-1], "float32")
+        )
+        # Tokens made of no patch (the [CLS]) have no place on the grid.
+        weight = ops.sum(provenance, axis=-1)
+        logits = ops.where(weight > 0, logits, -1e9)
+        attention = ops.softmax(logits, axis=-1)
+        token_centers = (
+            ops.einsum("btn,nc->btc", provenance, patch_centers(self._grid_shape()))
+            / ops.maximum(weight, 1e-9)[..., None]
+        )
+        return ops.einsum("bt,btc->bc", attention, token_centers)
+
+    def _grid_shape(self):
+        return tuple(self.backbone.vision_encoder.patch_embedding.grid_shape)
 
     def provenance_heatmap(self, inputs, keep_rate=None):
         """`(B, grid_height, grid_width)`: how much of each patch the
@@ -75,12 +136,10 @@ class TRIPSGrounding(TRIPSTask):
         token_ids = inputs["token_ids"]
         padding_mask = self.padding_mask(inputs)
         text = self.backbone.encode_text(token_ids, padding_mask)
-        vision_encoder = self.backbone.vision_encoder
         _, provenance = self.backbone.encode_image(
             inputs["images"], text[:, 0], keep_rate=keep_rate, return_provenance=True
         )
-        grid = vision_encoder.patch_embedding.grid_shape
-        return ops.reshape(ops.sum(provenance, axis=1), (-1, *grid))
+        return ops.reshape(ops.sum(provenance, axis=1), (-1, *self._grid_shape()))
 
     def provenance_boxes(self, inputs, keep_rate=None, threshold=0.5):
         """The heat-map baseline's boxes `(B, 4)`, normalised xyxy: the box
@@ -112,5 +171,17 @@ class TRIPSGrounding(TRIPSTask):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"dropout": self.dropout})
+        config.update({"dropout": self.dropout, "box_head": self.box_head_type})
         return config
+
+
+def patch_centers(grid_shape):
+    """`(rows * columns, 2)` normalised `(x, y)` centres of a patch grid, in
+    the row-major order of the patch tokens."""
+    rows, columns = grid_shape
+    y, x = ops.meshgrid(
+        (ops.arange(rows, dtype="float32") + 0.5) / rows,
+        (ops.arange(columns, dtype="float32") + 0.5) / columns,
+        indexing="ij",
+    )
+    return ops.stack([ops.reshape(x, (-1,)), ops.reshape(y, (-1,))], axis=-1)

@@ -37,6 +37,9 @@ SIMILARITIES = ("image_similarity", "text_similarity")
 CONTRASTIVE_GUIDANCES = ("text", "image")
 # How ITM draws its negatives: by ITC similarity (ALBEF), or uniformly.
 ITM_NEGATIVES = ("hard", "random")
+# Which text guides a negative pair's image: its positive caption's vision
+# pass reused (the paper), or the pair's own text in a pass of its own.
+ITM_GUIDANCES = ("reuse", "pair")
 # The first `.keras` layout kept the momentum model's layers and queues in
 # the pretrainer itself: its own variables were the temperature and these.
 LEGACY_MOMENTUM_VARIABLES = 3
@@ -59,6 +62,7 @@ class TRIPSPretrainer(keras.Model):
       or with `itm_negatives="random"` a uniformly drawn other pair
       (`sample_random_negatives`: while ITC is weak, its "hard" negatives
       are mostly pairs that share objects with the positive; docs/method.md);
+      a negative pair's image tokens are its positive's (`itm_guidance`);
     - MLM: the masked tokens predicted from the fusion output
       (`keras_trips.losses.masked_lm_loss`);
     - optionally, selection distillation (`selection_distillation`, not in
@@ -108,6 +112,12 @@ class TRIPSPretrainer(keras.Model):
             preset); their metrics are logged from the start step on.
         itm_negatives: `"hard"` (ALBEF) or `"random"`: how ITM draws its
             negatives (above).
+        itm_guidance: `"reuse"` (the paper) or `"pair"`: the image tokens of
+            a negative pair. `"reuse"` takes the image's own text-guided
+            pass, selected by its own caption, so that the selection tells
+            ITM which caption the image came with, a cue re-ranking never
+            gives; `"pair"` encodes each negative image under its pair's
+            text, as re-ranking does, at 2B more vision passes a step.
         selection_distillation: float. Weight of a loss, logged as
             `selection_loss` and added with ITM and MLM, that pulls the
             first selection stage's text-guided scores towards the patches
@@ -141,6 +151,7 @@ class TRIPSPretrainer(keras.Model):
         contrastive_guidance="text",
         fusion_objectives_start_step=0,
         itm_negatives="hard",
+        itm_guidance="reuse",
         selection_distillation=0.0,
         **kwargs,
     ):
@@ -156,6 +167,7 @@ class TRIPSPretrainer(keras.Model):
             ("embedding_pooling", embedding_pooling, EMBEDDING_POOLINGS),
             ("contrastive_guidance", contrastive_guidance, CONTRASTIVE_GUIDANCES),
             ("itm_negatives", itm_negatives, ITM_NEGATIVES),
+            ("itm_guidance", itm_guidance, ITM_GUIDANCES),
         ):
             if value not in choices:
                 raise ValueError(
@@ -228,6 +240,7 @@ class TRIPSPretrainer(keras.Model):
         self.contrastive_guidance = contrastive_guidance
         self.fusion_objectives_start_step = fusion_objectives_start_step
         self.itm_negatives = itm_negatives
+        self.itm_guidance = itm_guidance
         self.selection_distillation = float(selection_distillation)
         # True while the train function of `fit` (`make_train_function`)
         # traces or runs a step that trains ITC alone: `call` leaves ITM and
@@ -376,19 +389,20 @@ class TRIPSPretrainer(keras.Model):
         the ITC similarities `(sim_i2t, sim_t2i)` of these rows to the global
         batch."""
         padding_mask = inputs["padding_mask"]
-        global_batch = replicas.all_gather(
-            {
-                "text": text,
-                "image": image,
-                # Collectives do not carry booleans.
-                "padding_mask": ops.cast(padding_mask, "int32"),
-                "sim_i2t": similarities[0],
-                "sim_t2i": similarities[1],
-            }
-        )
+        rows_to_gather = {
+            "text": text,
+            "image": image,
+            # Collectives do not carry booleans.
+            "padding_mask": ops.cast(padding_mask, "int32"),
+            "sim_i2t": similarities[0],
+            "sim_t2i": similarities[1],
+        }
+        if self.itm_guidance == "pair":
+            rows_to_gather["images"] = inputs["images"]
+        global_batch = replicas.all_gather(rows_to_gather)
         # ITM, its hard negatives drawn from the global batch.
         itm_loss, itm_correct = self._image_text_matching(
-            text, image, padding_mask, global_batch, rows, training
+            inputs["images"], text, image, padding_mask, global_batch, rows, training
         )
         per_row = {"itm_loss": (itm_loss, None), "itm_accuracy": (itm_correct, None)}
         # MLM.
@@ -423,11 +437,11 @@ class TRIPSPretrainer(keras.Model):
         return outputs
 
     def _image_text_matching(
-        self, text, image, padding_mask, global_batch, rows, training
+        self, images, text, image, padding_mask, global_batch, rows, training
     ):
         """ITM over the B positives and 2B negatives from the global batch
-        (`global_batch`: its text states, image tokens, padding masks and
-        `(B, B)` similarities)."""
+        (`global_batch`: its text states, image tokens, padding masks,
+        `(B, B)` similarities and, for `itm_guidance="pair"`, images)."""
         if self.itm_negatives == "random":
             negative_text, negative_image = sample_random_negatives(
                 rows, ops.shape(global_batch["text"])[0], self.seed_generator
@@ -441,11 +455,21 @@ class TRIPSPretrainer(keras.Model):
                     self.seed_generator,
                 )
             )
-        texts, images, masks, labels = hard_negative_triples(
+        texts, tokens, masks, labels = hard_negative_triples(
             text, image, padding_mask, global_batch, negative_text, negative_image
         )
+        if self.itm_guidance == "pair":
+            # The negatives' images, each selected by its pair's text [CLS].
+            batch = ops.shape(text)[0]
+            negative_images = ops.concatenate(
+                [images, ops.take(global_batch["images"], negative_image, axis=0)]
+            )
+            negatives = self.backbone.encode_image(
+                negative_images, texts[batch:, 0], training=training
+            )
+            tokens = ops.concatenate([image, negatives])
         _, logits = self.match_probability(
-            texts, images, masks, training=training, return_logits=True
+            texts, tokens, masks, training=training, return_logits=True
         )
         return image_text_matching_loss(logits, labels)
 
@@ -710,6 +734,7 @@ class TRIPSPretrainer(keras.Model):
                 "embedding_pooling": self.embedding_pooling,
                 "contrastive_guidance": self.contrastive_guidance,
                 "itm_negatives": self.itm_negatives,
+                "itm_guidance": self.itm_guidance,
                 "selection_distillation": self.selection_distillation,
                 "fusion_objectives_start_step": self.fusion_objectives_start_step,
             }

@@ -54,8 +54,10 @@ class TRIPSTask(keras.Model):
             return ops.not_equal(inputs["token_ids"], 0)
         return padding_mask
 
-    def encode(self, inputs, keep_rate=None, training=None):
-        """Text states, image tokens guided by the text [CLS], fusion states.
+    def encode(self, inputs, keep_rate=None, training=None, return_provenance=False):
+        """Text states, image tokens guided by the text [CLS], fusion states
+        and, with `return_provenance=True`, the image tokens' provenance map
+        `(B, T, N)` (`keras_trips.models.selection_provenance`).
 
         `inputs`: `"images"` `(B, H, W, C)`, `"token_ids"` `(B, L)` and
         optionally `"padding_mask"` (default: the non-zero ids).
@@ -64,9 +66,17 @@ class TRIPSTask(keras.Model):
         padding_mask = self.padding_mask(inputs)
         text = self.backbone.encode_text(token_ids, padding_mask, training=training)
         image = self.backbone.encode_image(
-            inputs["images"], text[:, 0], keep_rate=keep_rate, training=training
+            inputs["images"],
+            text[:, 0],
+            keep_rate=keep_rate,
+            training=training,
+            return_provenance=return_provenance,
         )
+        if return_provenance:
+            image, provenance = image
         fusion = self.backbone.fuse(text, image, padding_mask, training=training)
+        if return_provenance:
+            return text, image, fusion, provenance
         return text, image, fusion
 
     def set_keep_rate(self, keep_rate):

@@ -28,6 +28,7 @@ def build_pretrainer(config, total_steps, init_from=None):
         contrastive_guidance=config.contrastive_guidance,
         fusion_objectives_start_step=int(config.itc_only_fraction * total_steps),
         itm_negatives=config.itm_negatives,
+        itm_guidance=config.itm_guidance,
         selection_distillation=config.selection_distillation,
     )
     if init_from is None:

@@ -14,7 +14,11 @@ from keras_trips.models.trips_backbone import (
     PRESETS,
     TRIPSBackbone,
 )
-from keras_trips.models.trips_pretrainer import CONTRASTIVE_GUIDANCES, ITM_NEGATIVES
+from keras_trips.models.trips_pretrainer import (
+    CONTRASTIVE_GUIDANCES,
+    ITM_GUIDANCES,
+    ITM_NEGATIVES,
+)
 from keras_trips.training.distribution import data_parallel_devices
 
 DATA_FORMATS = ("scenes", "albef", "coco", "tfrecord")
@@ -98,6 +102,10 @@ class TrainingConfig:
         itm_negatives: the `TRIPSPretrainer`'s: "random" (the default here;
             on small data ALBEF's "hard" negatives are often true matches
             and ITM stays at its prior) or "hard".
+        itm_guidance: the `TRIPSPretrainer`'s: "reuse" (the paper, the
+            default) or "pair" (each negative's image selected by its
+            pair's text, as re-ranking selects it; 2B more vision passes,
+            no gain in ITM measured on the main job).
         selection_distillation: the `TRIPSPretrainer`'s weight of the loss
             that teaches text-guided selection where ITC looks (1.0 here;
             0 is the paper, which left the text guidance near chance on
@@ -183,6 +191,14 @@ class TrainingConfig:
         "ITM negatives: drawn by ITC similarity (ALBEF) or uniformly (learns "
         "faster on small data, whose hardest negatives often match).",
         choices=ITM_NEGATIVES,
+    )
+    itm_guidance: str = _option(
+        "reuse",
+        "model",
+        "The image tokens of an ITM negative: selected under the pair's own "
+        "text, as re-ranking selects them, or reused from the positive's "
+        "pass (the paper; cheaper).",
+        choices=ITM_GUIDANCES,
     )
 
     selection_distillation: float = _option(
