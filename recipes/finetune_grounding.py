@@ -1,12 +1,14 @@
 """Fine-tune TRIPS for visual grounding (RefCOCO style) and report accuracy at
 IoU >= 0.5.
 
-Box regression from the fused [CLS] with L1 + GIoU losses, from a saved
-backbone or pre-trainer (`--init-from`), on the built-in scenes' referring
-expressions (default) or RefCOCO-style JSON (`--data refcoco
---train-annotations refs_train.json --eval-annotations refs_val.json`: a list
-of `{"image", "text" or "sentences", "bbox"}`, COCO xywh pixels). Ends with
-the accuracy beside the mean-box baseline.
+Box regression with L1 + GIoU losses (`--box-head attention`, the default:
+the box centre from the fused [CLS]'s attention over the image tokens and
+its size from an MLP; `--box-head cls`: the whole box from the fused [CLS],
+as in the paper), from a saved backbone or pre-trainer (`--init-from`), on
+the built-in scenes' referring expressions (default) or RefCOCO-style JSON
+(`--data refcoco --train-annotations refs_train.json --eval-annotations
+refs_val.json`: a list of `{"image", "text" or "sentences", "bbox"}`, COCO
+xywh pixels). Ends with the accuracy beside the mean-box baseline.
 
     KERAS_BACKEND=jax python recipes/finetune_grounding.py
 """
