@@ -7,6 +7,7 @@ from keras_trips import (
     losses,
     metrics,
     models,
+    samplers,
     tasks,
     utils,
     visualization,

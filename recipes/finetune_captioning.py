@@ -24,7 +24,12 @@ def main(argv=None):
     captioning = parser.add_argument_group("captioning")
     captioning.add_argument("--decoder-layers", type=int, default=2)
     captioning.add_argument("--max-length", type=int, default=20)
-    captioning.add_argument("--sampler", default="greedy", choices=("greedy", "beam"))
+    captioning.add_argument(
+        "--sampler",
+        default="greedy",
+        choices=("greedy", "beam"),
+        help="beam: 4 beams ranked by length-normalised log-likelihood.",
+    )
     args = task_finetuning.parse(parser, argv)
     if args.max_length < 1:
         parser.error("--max-length must be at least 1.")

@@ -14,6 +14,7 @@ from task_utils import (
 
 from keras_trips.metrics import corpus_bleu
 from keras_trips.models import TRIPSBackbone, TRIPSCaptioner
+from keras_trips.samplers import LengthNormalizedBeamSampler
 
 
 def captioner(**overrides):
@@ -94,6 +95,39 @@ def test_beam_search_of_full_width_equals_exhaustive_search():
     greedy = numpy(model.generate(images, max_length=length))[0]
     row = np.flatnonzero((sequences == greedy).all(axis=1))[0]
     np.testing.assert_array_equal(greedy, np.argmax(log_probs[row], axis=-1))
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_length_normalized_beam_search_of_full_width_equals_exhaustive_search(
+    length_penalty,
+):
+    # A vocabulary of 4 whose token 3 ends a caption, 3 generated tokens: 64
+    # beams hold every caption, so the best beam is the best caption by
+    # log P / length ** length_penalty, the end token counted in the length.
+    vocabulary, length, end = 4, 3, 3
+    model = TRIPSCaptioner(
+        TRIPSBackbone(**{**MICRO, "vocabulary_size": vocabulary}),
+        prompt_token_ids=(PROMPT[0],),
+        end_token_id=END,
+    )
+    model.end_token_id = end
+    images = task_features(batch=1)["images"]
+    sampler = LengthNormalizedBeamSampler(
+        num_beams=vocabulary**length, length_penalty=length_penalty
+    )
+    beam = numpy(model.generate(images, max_length=length, sampler=sampler))[0]
+    sequences = np.array(list(itertools.product(range(vocabulary), repeat=length)))
+    log_probs = next_token_log_probabilities(model, images, sequences)
+    token_log_probs = np.take_along_axis(log_probs, sequences[..., None], -1)[..., 0]
+    ended = np.cumsum(sequences == end, axis=1) - (sequences == end) > 0
+    lengths = (~ended).sum(axis=1)
+    scores = np.where(ended, 0.0, token_log_probs).sum(axis=1) / (
+        lengths**length_penalty
+    )
+    expected = np.where(ended, 0, sequences)[np.argmax(scores)]
+    np.testing.assert_array_equal(beam, expected)
+    restored = LengthNormalizedBeamSampler.from_config(sampler.get_config())
+    assert (restored.num_beams, restored.length_penalty) == (64, length_penalty)
 
 
 def test_bad_configurations_and_calls_are_rejected():

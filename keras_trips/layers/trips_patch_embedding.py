@@ -183,3 +183,15 @@ def interpolate_position_embedding(positions, grid_shape):
     grid = ops.image.resize(grid, grid_shape, interpolation="bicubic")
     grid = ops.reshape(ops.cast(grid, positions.dtype), (-1, width))
     return ops.concatenate([positions[:1], grid], axis=0)
+
+
+def patch_centers(grid_shape):
+    """`(rows * columns, 2)` normalised `(x, y)` centres of a patch grid, in
+    the row-major order of the patch tokens."""
+    rows, columns = grid_shape
+    y, x = ops.meshgrid(
+        (ops.arange(rows, dtype="float32") + 0.5) / rows,
+        (ops.arange(columns, dtype="float32") + 0.5) / columns,
+        indexing="ij",
+    )
+    return ops.stack([ops.reshape(x, (-1,)), ops.reshape(y, (-1,))], axis=-1)

@@ -5,6 +5,7 @@ import os
 import numpy as np
 from keras import ops
 
+from keras_trips.layers.trips_patch_embedding import patch_centers
 from keras_trips.utils.compiled_function import CompiledFunction
 
 GUIDANCES = ("text", "image", "random")
@@ -167,22 +168,14 @@ def box_patch_mask(boxes, grid_shape):
     """
     boxes = np.asarray(boxes, "float32")
     rows, columns = grid_shape
-    centre_y = (np.arange(rows) + 0.5) / rows
-    centre_x = (np.arange(columns) + 0.5) / columns
-    x1, y1, x2, y2 = (boxes[..., i, None, None] for i in range(4))
-    inside = (
-        (centre_x[None, :] >= x1)
-        & (centre_x[None, :] < x2)
-        & (centre_y[:, None] >= y1)
-        & (centre_y[:, None] < y2)
-    )
+    centre_x, centre_y = ops.convert_to_numpy(patch_centers(grid_shape)).T
+    x1, y1, x2, y2 = (boxes[..., i, None] for i in range(4))
+    inside = (centre_x >= x1) & (centre_x < x2) & (centre_y >= y1) & (centre_y < y2)
     own_row = np.clip(((y1 + y2) / 2 * rows).astype(int), 0, rows - 1)
     own_column = np.clip(((x1 + x2) / 2 * columns).astype(int), 0, columns - 1)
-    own = (np.arange(rows)[:, None] == own_row) & (
-        np.arange(columns)[None] == own_column
-    )
-    empty = ~inside.any(axis=(-2, -1), keepdims=True)
-    return (inside | (own & empty)).reshape(*boxes.shape[:-1], rows * columns)
+    own = np.arange(rows * columns) == own_row * columns + own_column
+    empty = ~inside.any(axis=-1, keepdims=True)
+    return inside | (own & empty)
 
 
 def selection_eval_data(

@@ -7,6 +7,9 @@ from keras_trips.layers.trips_text_encoder import (
     bert_layer,
 )
 from keras_trips.models.trips_task import TRIPSTask
+from keras_trips.samplers.length_normalized_beam_sampler import (
+    LengthNormalizedBeamSampler,
+)
 
 # "[CLS] a picture of" in the bert-base-uncased vocabulary.
 PICTURE_PROMPT_IDS = (101, 1037, 3861, 1997)
@@ -26,8 +29,10 @@ class TRIPSCaptioner(TRIPSTask):
     `TransformerDecoder` layers (causal self-attention, cross-attention to
     the image tokens, post-LN as BERT) reads the prompt and the caption; the
     token embedding is the backbone's (shared), the output layer its
-    transpose. Captions are generated with keras-hub samplers (greedy, beam
-    search, or any `keras_hub.samplers.Sampler`) on a key/value cache.
+    transpose. Captions are generated on a key/value cache by keras-hub's
+    greedy sampler, by beam search with length normalisation
+    (`keras_trips.samplers.LengthNormalizedBeamSampler`) or by any
+    `keras_hub.samplers.Sampler`.
 
     Called on caption features `{"images", "token_ids", "padding_mask"}`
     (`[CLS] caption [SEP] [PAD]...`, the caption readers of
@@ -289,7 +294,9 @@ class TRIPSCaptioner(TRIPSTask):
             images: `(B, H, W, C)` normalised images.
             max_length: int. The most tokens generated (the end token
                 included).
-            sampler: `"greedy"`, `"beam"` (4 beams) or a
+            sampler: `"greedy"`, `"beam"` (4 beams ranked by
+                length-normalised log-likelihood,
+                `keras_trips.samplers.LengthNormalizedBeamSampler`) or a
                 `keras_hub.samplers.Sampler`.
             keep_rate: the vision encoder's keep rate(s) for this call.
         """
@@ -299,7 +306,11 @@ class TRIPSCaptioner(TRIPSTask):
                     f"`sampler` must be one of {SAMPLERS} or a "
                     f"keras_hub.samplers.Sampler. Received: {sampler!r}"
                 )
-            sampler = keras_hub.samplers.get(sampler)
+            sampler = (
+                LengthNormalizedBeamSampler(num_beams=4)
+                if sampler == "beam"
+                else keras_hub.samplers.get(sampler)
+            )
         prompt_length = len(self.prompt_token_ids)
         if not 1 <= max_length <= self.sequence_length - prompt_length:
             raise ValueError(

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_trips.layers.trips_patch_embedding import patch_centers
 from keras_trips.layers.trips_task_head import TRIPSTaskHead
 from keras_trips.losses.box_regression_loss import BoxRegressionLoss
 from keras_trips.metrics.iou_accuracy import IoUAccuracy
@@ -173,15 +174,3 @@ class TRIPSGrounding(TRIPSTask):
         config = super().get_config()
         config.update({"dropout": self.dropout, "box_head": self.box_head_type})
         return config
-
-
-def patch_centers(grid_shape):
-    """`(rows * columns, 2)` normalised `(x, y)` centres of a patch grid, in
-    the row-major order of the patch tokens."""
-    rows, columns = grid_shape
-    y, x = ops.meshgrid(
-        (ops.arange(rows, dtype="float32") + 0.5) / rows,
-        (ops.arange(columns, dtype="float32") + 0.5) / columns,
-        indexing="ij",
-    )
-    return ops.stack([ops.reshape(x, (-1,)), ops.reshape(y, (-1,))], axis=-1)
