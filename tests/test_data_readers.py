@@ -1,4 +1,6 @@
+import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -181,6 +183,43 @@ def test_vqa_reader(image_dir):
     np.testing.assert_allclose(
         targets, [[1, 0, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0], [0, 1, 0]]
     )
+
+
+def test_vqa_caption_rows_pair_questions_with_their_most_frequent_answer():
+    records = [
+        {
+            "image": "a.png",
+            "question": "what color?",
+            "answers": ["Red"] * 6 + ["blue"] * 4,
+        },
+        {"image": "b.png", "question": "is it red?", "answers": ["yes"] * 10},
+        {"image": "a.png", "question": "what shape?", "answers": ["a circle"]},
+        {"image": "b.png", "question": "how many?", "answers": ["two", "2", "3"]},
+        {"image": "c.png", "question": "is it there?", "answers": ["no", "No"]},
+        {"image": "d.png", "question": "unanswered", "answers": None},
+    ]
+    assert data.vqa_caption_rows(records) == [
+        {"image": "a.png", "caption": ["what color? red", "what shape? circle"]},
+        {"image": "b.png", "caption": ["how many? 2"]},
+    ]
+
+
+def test_the_vqa_captions_tool_writes_easy_vqa_training_captions(tmp_path):
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "vqa_captions.py")
+    spec = importlib.util.spec_from_file_location("vqa_captions", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    output = tmp_path / "captions" / "easy_vqa.json"
+    tool.main([str(output)])
+    rows = json.loads(output.read_text())
+    # 4,000 training images, 10,168 of their 38,575 questions not yes/no.
+    assert (len(rows), sum(len(row["caption"]) for row in rows)) == (3816, 10168)
+    assert rows[0]["caption"] == [
+        "what is the blue shape? rectangle",
+        "what color is the shape? blue",
+    ]
+    with pytest.raises(SystemExit):
+        tool.main([str(output), "--data", "vqa-v2"])
 
 
 def test_easy_vqa_reads_through_vqa_path():

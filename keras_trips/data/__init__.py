@@ -23,8 +23,11 @@ from keras_trips.data.trips_text_preprocessor import TRIPSTextPreprocessor
 from keras_trips.data.vocabulary import default_vocabulary_path
 from keras_trips.data.vqa import (
     easy_vqa_dataset,
+    easy_vqa_records,
     normalize_answer,
+    read_vqa_records,
     vqa_answer_vocabulary,
+    vqa_caption_rows,
     vqa_dataset,
     vqa_soft_scores,
 )
@@ -37,11 +40,14 @@ __all__ = [
     "coco_captions_dataset",
     "default_vocabulary_path",
     "easy_vqa_dataset",
+    "easy_vqa_records",
     "nlvr2_dataset",
     "normalize_answer",
+    "read_vqa_records",
     "refcoco_dataset",
     "tfrecord_dataset",
     "vqa_answer_vocabulary",
+    "vqa_caption_rows",
     "vqa_dataset",
     "vqa_soft_scores",
     "write_tfrecords",

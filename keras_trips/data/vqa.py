@@ -85,6 +85,62 @@ def vqa_answer_vocabulary(annotations_file, num_answers=3129):
     return [answer for answer, _ in ranked[:num_answers]]
 
 
+def read_vqa_records(
+    questions_file,
+    annotations_file=None,
+    image_root=None,
+    image_filename=COCO_IMAGE_FILENAME,
+    skips=None,
+):
+    """Parse VQA v2 questions (+ annotations) into records `{"row_id",
+    "image" (path), "question", "answers" (list, None without
+    annotations)}`; malformed rows are skipped and counted in `skips`.
+
+    Returns:
+        `(records, total)`: the parsed records and the number of questions.
+    """
+    if skips is None:
+        skips = SkipLog(questions_file)
+    data = read_json(questions_file)
+    questions = require_list(data, questions_file, "questions")
+    image_root = default_image_root(questions_file, image_root)
+    answers_by_question = {}
+    if annotations_file is not None:
+        annotations = require_list(
+            read_json(annotations_file), annotations_file, "annotations"
+        )
+        for annotation in annotations:
+            # A malformed annotation leaves its question without answers,
+            # which is where it is counted.
+            try:
+                answers = [a["answer"] for a in annotation["answers"]]
+                if all(isinstance(a, str) for a in answers):
+                    answers_by_question[annotation["question_id"]] = answers
+            except ROW_ERRORS:
+                continue
+    subtype = data.get("data_subtype", "")
+
+    def parse(question):
+        image = question.get("image") if isinstance(question, dict) else None
+        if image is None:
+            image = image_filename.format(
+                data_subtype=subtype, image_id=question["image_id"]
+            )
+        elif not isinstance(image, str):
+            raise MalformedRow(f"'image' must be a string, got {image!r:.40}")
+        answers = answers_by_question.get(question["question_id"])
+        if annotations_file is not None and answers is None:
+            raise MalformedRow("no answers for its 'question_id'")
+        return {
+            "image": os.path.join(image_root, image),
+            "question": text_field(question, "question"),
+            "answers": answers,
+        }
+
+    records = parse_rows(questions, parse, skips, "question")
+    return records, len(questions)
+
+
 def vqa_dataset(
     questions_file,
     annotations_file=None,
@@ -123,50 +179,16 @@ def vqa_dataset(
             `image_id`, for questions without `"image"`.
         validate_images, **kwargs: as in `albef_json_dataset`.
     """
-    data = read_json(questions_file)
-    questions = require_list(data, questions_file, "questions")
-    image_root = default_image_root(questions_file, image_root)
     skips = SkipLog(questions_file)
-    answers_by_question = {}
-    if annotations_file is not None:
-        annotations = require_list(
-            read_json(annotations_file), annotations_file, "annotations"
-        )
-        for annotation in annotations:
-            # A malformed annotation leaves its question without answers,
-            # which is where it is counted.
-            try:
-                answers = [a["answer"] for a in annotation["answers"]]
-                if all(isinstance(a, str) for a in answers):
-                    answers_by_question[annotation["question_id"]] = answers
-            except ROW_ERRORS:
-                continue
-        if answer_vocabulary is None:
-            answer_vocabulary = vqa_answer_vocabulary(annotations_file, num_answers)
-    subtype = data.get("data_subtype", "")
-
-    def parse(question):
-        image = question.get("image") if isinstance(question, dict) else None
-        if image is None:
-            image = image_filename.format(
-                data_subtype=subtype, image_id=question["image_id"]
-            )
-        elif not isinstance(image, str):
-            raise MalformedRow(f"'image' must be a string, got {image!r:.40}")
-        answers = answers_by_question.get(question["question_id"])
-        if annotations_file is not None and answers is None:
-            raise MalformedRow("no answers for its 'question_id'")
-        return {
-            "image": os.path.join(image_root, image),
-            "question": text_field(question, "question"),
-            "answers": answers,
-        }
-
-    records = parse_rows(questions, parse, skips, "question")
+    records, total = read_vqa_records(
+        questions_file, annotations_file, image_root, image_filename, skips
+    )
+    if annotations_file is not None and answer_vocabulary is None:
+        answer_vocabulary = vqa_answer_vocabulary(annotations_file, num_answers)
     return vqa_records_dataset(
         records,
         skips,
-        len(questions),
+        total,
         answer_vocabulary,
         preprocessor,
         batch_size,
@@ -176,6 +198,70 @@ def vqa_dataset(
         validate_images,
         **kwargs,
     )
+
+
+def easy_vqa_records(split="train"):
+    """The questions of the easy-vqa package (PyPI `easy-vqa`) as VQA
+    records `{"row_id", "image" (path), "question", "answers"}`.
+
+    Args:
+        split: `"train"` or `"test"`.
+    """
+    try:
+        import easy_vqa
+    except ImportError as error:
+        raise ImportError(
+            "easy-vqa data needs the easy-vqa package: `pip install easy-vqa==1.0`."
+        ) from error
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    questions, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
+    image_paths = getattr(easy_vqa, f"get_{split}_image_paths")()
+    return [
+        {
+            "row_id": f"question {index}",
+            "image": image_paths[image_id],
+            "question": question,
+            "answers": [answer],
+        }
+        for index, (question, answer, image_id) in enumerate(
+            zip(questions, answers, image_ids, strict=True)
+        )
+    ]
+
+
+def vqa_caption_rows(records):
+    """Question-answer pairs as captions of their images: an ALBEF-style
+    caption list (`albef_json_dataset`, `recipes/pretrain.py --data-format
+    albef`) for pre-training on a VQA training set before fine-tuning on it.
+
+    Each answered question becomes "<question> <answer>", with its most
+    frequent normalised answer (the first on a tie). Questions answered
+    "yes" or "no" are left out: such a pair describes the image only through
+    its question's premise, and half of them deny it (on easy-vqa, where
+    three questions in four are yes/no, keeping them left the pre-trained
+    vision tower as blind to shape as no in-domain pre-training did).
+
+    Args:
+        records: VQA records `{"image", "question", "answers"}`
+            (`read_vqa_records`, `easy_vqa_records`).
+
+    Returns:
+        list of `{"image": path, "caption": [str, ...]}`, one per image with
+        at least one caption, in the order images first appear.
+    """
+    captions = {}
+    for record in records:
+        answers = [normalize_answer(a) for a in record["answers"] or ()]
+        if not answers:
+            continue
+        answer = collections.Counter(answers).most_common(1)[0][0]
+        if answer in ("yes", "no", ""):
+            continue
+        captions.setdefault(record["image"], []).append(
+            f"{record['question']} {answer}"
+        )
+    return [{"image": image, "caption": texts} for image, texts in captions.items()]
 
 
 def easy_vqa_dataset(split="train", **kwargs):
@@ -189,27 +275,9 @@ def easy_vqa_dataset(split="train", **kwargs):
             `training`, ...); no random crop unless `random_crop_scale` is
             given.
     """
-    try:
-        import easy_vqa
-    except ImportError as error:
-        raise ImportError(
-            "easy_vqa_dataset needs the easy-vqa package: `pip install easy-vqa==1.0`."
-        ) from error
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    questions, answers, image_ids = getattr(easy_vqa, f"get_{split}_questions")()
-    image_paths = getattr(easy_vqa, f"get_{split}_image_paths")()
-    records = [
-        {
-            "row_id": f"question {index}",
-            "image": image_paths[image_id],
-            "question": question,
-            "answers": [answer],
-        }
-        for index, (question, answer, image_id) in enumerate(
-            zip(questions, answers, image_ids, strict=True)
-        )
-    ]
+    records = easy_vqa_records(split)  # checks the package is there
+    import easy_vqa
+
     kwargs.setdefault("training", split == "train")
     # Each image holds one shape that a crop can cut off or squash, and the
     # answer would no longer hold.
