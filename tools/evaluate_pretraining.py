@@ -15,11 +15,17 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The recipes' filter keeps TensorFlow's C++ start-up notes off the console.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
+)
+import native_logs
 
-from keras_trips.models import TRIPSPretrainer
-from keras_trips.training import TrainingConfig, eval_files, evaluation
-from keras_trips.utils import load_model
+native_logs.filter_native_logs()
+
+from keras_trips.models import TRIPSPretrainer  # noqa: E402
+from keras_trips.training import TrainingConfig, eval_files, evaluation  # noqa: E402
+from keras_trips.utils import load_model  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -12,8 +12,21 @@ name (`keras_trips.data.vqa_caption_rows`; yes/no pairs are left out).
 import argparse
 import json
 import os
+import sys
 
-from keras_trips.data import easy_vqa_records, read_vqa_records, vqa_caption_rows
+# The recipes' filter keeps TensorFlow's C++ start-up notes off the console.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
+)
+import native_logs
+
+native_logs.filter_native_logs()
+
+from keras_trips.data import (  # noqa: E402
+    easy_vqa_records,
+    read_vqa_records,
+    vqa_caption_rows,
+)
 
 
 def main(argv=None):
