@@ -66,18 +66,34 @@ def next_token_log_probabilities(model, images, sequences):
     return logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
 
 
-def test_beam_search_of_full_width_equals_exhaustive_search():
-    # A vocabulary of 4 and 3 generated tokens: 16 beams keep every prefix
-    # of 2 tokens, so the best beam is the best of all 64 sequences.
-    vocabulary, length = 4, 3
+def exhaustive_search_case(vocabulary, length, end_token_id):
+    """A micro captioner over a vocabulary of `vocabulary` tokens whose
+    captions end at `end_token_id`, an image, every sequence of `length`
+    tokens and their teacher-forced log-probabilities."""
     model = TRIPSCaptioner(
         TRIPSBackbone(**{**MICRO, "vocabulary_size": vocabulary}),
         prompt_token_ids=(PROMPT[0],),
         end_token_id=END,
     )
-    # No end token: every sequence runs to the full length.
-    model.end_token_id = vocabulary
+    model.end_token_id = end_token_id
     images = task_features(batch=1)["images"]
+    sequences = np.array(list(itertools.product(range(vocabulary), repeat=length)))
+    return (
+        model,
+        images,
+        sequences,
+        next_token_log_probabilities(model, images, sequences),
+    )
+
+
+def test_beam_search_of_full_width_equals_exhaustive_search():
+    # A vocabulary of 4 and 3 generated tokens: 16 beams keep every prefix
+    # of 2 tokens, so the best beam is the best of all 64 sequences.
+    vocabulary, length = 4, 3
+    # No end token: every sequence runs to the full length.
+    model, images, sequences, log_probs = exhaustive_search_case(
+        vocabulary, length, end_token_id=vocabulary
+    )
     beam = numpy(
         model.generate(
             images,
@@ -87,8 +103,6 @@ def test_beam_search_of_full_width_equals_exhaustive_search():
             ),
         )
     )[0]
-    sequences = np.array(list(itertools.product(range(vocabulary), repeat=length)))
-    log_probs = next_token_log_probabilities(model, images, sequences)
     scores = np.take_along_axis(log_probs, sequences[..., None], -1).sum((1, 2))
     np.testing.assert_array_equal(beam, sequences[np.argmax(scores)])
     # Greedy search (on the cache) takes the teacher-forced argmax each step.
@@ -105,19 +119,13 @@ def test_length_normalized_beam_search_of_full_width_equals_exhaustive_search(
     # beams hold every caption, so the best beam is the best caption by
     # log P / length ** length_penalty, the end token counted in the length.
     vocabulary, length, end = 4, 3, 3
-    model = TRIPSCaptioner(
-        TRIPSBackbone(**{**MICRO, "vocabulary_size": vocabulary}),
-        prompt_token_ids=(PROMPT[0],),
-        end_token_id=END,
+    model, images, sequences, log_probs = exhaustive_search_case(
+        vocabulary, length, end_token_id=end
     )
-    model.end_token_id = end
-    images = task_features(batch=1)["images"]
     sampler = LengthNormalizedBeamSampler(
         num_beams=vocabulary**length, length_penalty=length_penalty
     )
     beam = numpy(model.generate(images, max_length=length, sampler=sampler))[0]
-    sequences = np.array(list(itertools.product(range(vocabulary), repeat=length)))
-    log_probs = next_token_log_probabilities(model, images, sequences)
     token_log_probs = np.take_along_axis(log_probs, sequences[..., None], -1)[..., 0]
     ended = np.cumsum(sequences == end, axis=1) - (sequences == end) > 0
     lengths = (~ended).sum(axis=1)
