@@ -66,8 +66,7 @@ class LengthNormalizedBeamSampler(keras_hub.samplers.BeamSampler):
             else ops.cast(mask, "bool")
         )
         stop_token_ids = () if stop_token_ids is None else tuple(stop_token_ids)
-        has_cache = cache is not None
-        cache = tree.map_structure(create_beams, cache) if has_cache else ()
+        cache = () if cache is None else tree.map_structure(create_beams, cache)
         prompt, mask = create_beams(prompt), create_beams(mask)
         # Only the first beam is live at the start: the others are copies.
         log_probs = flatten_beams(
@@ -111,7 +110,7 @@ class LengthNormalizedBeamSampler(keras_hub.samplers.BeamSampler):
                 return flatten_beams(ops.take_along_axis(x, indices, axis=1))
 
             prompt = gather_beams(prompt)
-            cache = tree.map_structure(gather_beams, cache) if has_cache else ()
+            cache = tree.map_structure(gather_beams, cache)
             finished = gather_beams(finished)
             lengths = gather_beams(lengths) + ops.cast(
                 ops.logical_not(finished), "float32"
