@@ -43,10 +43,6 @@ class RetrievalEvaluator:
         self.k_test = k_test
         self.batch_size = batch_size
 
-    def _batches(self, count):
-        for start in range(0, count, self.batch_size):
-            yield slice(start, min(count, start + self.batch_size))
-
     def itc_similarity(self, images, token_ids, padding_mask):
         """`(num_images, num_texts)` ITC similarities, and the text states
         (reused for the ITM pass)."""
@@ -57,41 +53,29 @@ class RetrievalEvaluator:
                 model.backbone.encode_image(x["images"])
             ),
         )
-        image_embeddings = [
-            embed_images.predict_on_batch({"images": images[part]})
-            for part in self._batches(len(images))
-        ]
-        embed_texts = CompiledFunction(self.pretrainer, _text_states_and_embeddings)
-        texts = [
-            embed_texts.predict_on_batch(
-                {"token_ids": token_ids[part], "padding_mask": padding_mask[part]}
-            )
-            for part in self._batches(len(token_ids))
-        ]
-        similarity = (
-            np.concatenate(image_embeddings)
-            @ np.concatenate([text["embeddings"] for text in texts]).T
+        image_embeddings = embed_images.predict_in_batches(
+            {"images": images}, self.batch_size
         )
-        return similarity, np.concatenate([text["states"] for text in texts])
+        embed_texts = CompiledFunction(self.pretrainer, _text_states_and_embeddings)
+        texts = embed_texts.predict_in_batches(
+            {"token_ids": token_ids, "padding_mask": padding_mask}, self.batch_size
+        )
+        return image_embeddings @ texts["embeddings"].T, texts["states"]
 
     def itm_scores(self, images, text_states, padding_mask, pairs):
         """The ITM head's "match" logits (`TRIPSPretrainer.match_probability`)
         of `(image index, text index)` pairs, each image encoded under its
         text's guidance."""
         match = CompiledFunction(self.pretrainer, _guided_match_logit)
-        scores = []
-        for part in self._batches(len(pairs)):
-            image_index, text_index = pairs[part, 0], pairs[part, 1]
-            scores.append(
-                match.predict_on_batch(
-                    {
-                        "images": images[image_index],
-                        "text_states": text_states[text_index],
-                        "padding_mask": padding_mask[text_index],
-                    }
-                )
-            )
-        return np.concatenate(scores)
+        image_index, text_index = pairs[:, 0], pairs[:, 1]
+        return match.predict_in_batches(
+            {
+                "images": images[image_index],
+                "text_states": text_states[text_index],
+                "padding_mask": padding_mask[text_index],
+            },
+            self.batch_size,
+        )
 
     def evaluate(self, images, token_ids, padding_mask, text_images, ks=(1, 5, 10)):
         """Recall@K of the gallery (see `retrieval_recall`).

@@ -82,20 +82,13 @@ class SelectionEvaluator:
             return ops.max(provenance, axis=1)
 
         compiled = CompiledFunction(self.backbone, largest_weights)
-        kept = []
-        for start in range(0, len(images), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            weights = compiled.predict_on_batch(
-                {
-                    "images": images[part],
-                    "token_ids": token_ids[part],
-                    "padding_mask": padding_mask[part],
-                }
-            )
-            # A kept patch's row is one-hot; a fused token's weights are at
-            # most 1/2 (the top-scored patches are the kept ones).
-            kept.append(np.asarray(weights) > 0.999)
-        return np.concatenate(kept)
+        weights = compiled.predict_in_batches(
+            {"images": images, "token_ids": token_ids, "padding_mask": padding_mask},
+            self.batch_size,
+        )
+        # A kept patch's row is one-hot; a fused token's weights are at most
+        # 1/2 (the top-scored patches are the kept ones).
+        return weights > 0.999
 
     def evaluate(self, images, token_ids, padding_mask, target_patches, object_patches):
         """Selection quality of every guidance mode at every keep rate.

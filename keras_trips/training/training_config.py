@@ -183,7 +183,7 @@ class TrainingConfig:
         choices=CONTRASTIVE_GUIDANCES,
     )
     itc_only_fraction: float = _option(
-        0.4, "schedule", "Share of the run with ITC alone before ITM and MLM join."
+        0.6, "schedule", "Share of the run with ITC alone before ITM and MLM join."
     )
     itm_negatives: str = _option(
         "random",
@@ -242,7 +242,7 @@ class TrainingConfig:
     )
 
     batch_size: int = _option(32, "schedule", "Global batch.")
-    epochs: int = _option(5, "schedule")
+    epochs: int = _option(8, "schedule")
     steps_per_epoch: int | None = _option(
         None,
         "schedule",

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 
 
 class CompiledFunction(keras.Model):
@@ -23,7 +24,7 @@ class CompiledFunction(keras.Model):
         pretrainer,
         lambda model, x: model.embed_image(model.backbone.encode_image(x["images"])),
     )
-    embeddings = embed.predict({"images": images}, batch_size=64, verbose=0)
+    embeddings = embed.predict_in_batches({"images": images}, batch_size=64)
     ```
     """
 
@@ -40,3 +41,31 @@ class CompiledFunction(keras.Model):
 
     def call(self, inputs):
         return self.function(self.wrapped, inputs)
+
+    def predict_in_batches(self, inputs, batch_size):
+        """The function over `inputs` (a dict of arrays), `batch_size` rows
+        at a time, as numpy arrays (or a dict of them).
+
+        Every call sees one batch shape: a last, shorter batch is padded by
+        repeating its last row and the padding's outputs are dropped, so
+        the function compiles once, not twice (each compile of a model
+        costs about a second on a CPU, more than its batches).
+        """
+        count = len(next(iter(inputs.values())))
+        if not count:
+            raise ValueError("`inputs` hold no rows to predict.")
+        batch = min(batch_size, count)
+        outputs = []
+        for start in range(0, count, batch):
+            rows = np.minimum(np.arange(start, start + batch), count - 1)
+            part = {
+                name: np.take(value, rows, axis=0) for name, value in inputs.items()
+            }
+            kept = min(batch, count - start)
+            outputs.append(
+                keras.tree.map_structure(
+                    lambda x, kept=kept: np.asarray(x)[:kept],
+                    self.predict_on_batch(part),
+                )
+            )
+        return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *outputs)
