@@ -27,7 +27,11 @@ def main(argv=None):
         __doc__.splitlines()[0], "runs/finetune_retrieval"
     )
     parser.set_defaults(
-        epochs=2, learning_rate=1e-4, warmup_steps=0, itc_only_fraction=0.0
+        epochs=2,
+        learning_rate=1e-4,
+        learning_rate_floor=0.0,
+        warmup_steps=0,
+        itc_only_fraction=0.0,
     )
     retrieval = parser.add_argument_group("retrieval")
     retrieval.add_argument(

@@ -163,6 +163,8 @@ def test_training_config_validates_without_a_command_line(tmp_path):
         training.TrainingConfig(min_crop_area=0.0)
     with pytest.raises(ValueError, match=r"`itc_only_fraction` must be in \[0, 1\)"):
         training.TrainingConfig(itc_only_fraction=1.0)
+    with pytest.raises(ValueError, match=r"`learning_rate_floor` must be in \[0, 1\)"):
+        training.TrainingConfig(learning_rate_floor=1.0)
     with pytest.raises(ValueError, match="`eval_phrases`: no such file: /no/refs"):
         training.TrainingConfig(eval_phrases="/no/refs.json")
 

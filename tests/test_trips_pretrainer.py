@@ -479,3 +479,24 @@ def test_text_tower_wider_than_the_vision_tower(tmp_path):
     assert restored.get_config()["contrastive_guidance"] == "image"
     assert not restored.backbone.text_encoder.trainable
     assert len(restored.trainable_weights) == len(pretrainer.trainable_weights)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.2])
+def test_the_default_schedule_warms_up_then_decays_to_its_floor(floor):
+    pretrainer = micro_pretrainer()
+    pretrainer.compile(
+        learning_rate=1e-3, warmup_steps=10, total_steps=110, learning_rate_floor=floor
+    )
+    optimizer = pretrainer.optimizer
+
+    def rate_at(step):
+        optimizer.iterations.assign(step)
+        return float(numpy(optimizer.learning_rate))
+
+    # Linear warm-up to the peak, then a cosine from the peak to floor * peak
+    # over the other 100 steps; it stays at the floor after them.
+    assert rate_at(5) == pytest.approx(5e-4)
+    assert rate_at(10) == pytest.approx(1e-3)
+    assert rate_at(60) == pytest.approx(1e-3 * (floor + (1 - floor) / 2))
+    assert rate_at(110) == pytest.approx(1e-3 * floor, abs=1e-9)
+    assert rate_at(500) == pytest.approx(1e-3 * floor, abs=1e-9)

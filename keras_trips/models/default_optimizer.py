@@ -10,10 +10,12 @@ def default_optimizer(
     warmup_steps=0,
     total_steps=None,
     gradient_accumulation_steps=None,
+    learning_rate_floor=0.0,
 ):
     """AdamW as in ALBEF: weight decay on every weight but norms, biases, the
     temperature and position embeddings; the learning rate warmed up
-    linearly for `warmup_steps`, then cosine-decayed to 0 at `total_steps`
+    linearly for `warmup_steps`, then cosine-decayed to
+    `learning_rate_floor` times its peak (ALBEF: 0) at `total_steps`
     (constant without `total_steps`).
 
     Example:
@@ -28,6 +30,7 @@ def default_optimizer(
             decay_steps=max(1, total_steps - warmup_steps),
             warmup_target=learning_rate if warmup_steps else None,
             warmup_steps=warmup_steps,
+            alpha=learning_rate_floor,
         )
     optimizer = keras.optimizers.AdamW(
         learning_rate=schedule,

@@ -619,6 +619,7 @@ class TRIPSPretrainer(keras.Model):
         warmup_steps=0,
         total_steps=None,
         gradient_accumulation_steps=None,
+        learning_rate_floor=0.0,
         **kwargs,
     ):
         """Configures training; by default AdamW as in ALBEF.
@@ -637,6 +638,11 @@ class TRIPSPretrainer(keras.Model):
             gradient_accumulation_steps: int or `None`. The `"auto"`
                 optimizer averages the gradients of this many batches per
                 update (the momentum model still updates every batch).
+            learning_rate_floor: float in [0, 1). The `"auto"` optimizer's
+                cosine ends at this fraction of the peak (ALBEF: 0). A
+                floor keeps the objectives that join late
+                (`fusion_objectives_start_step`) learning to the end of a
+                short run.
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
         """
         if optimizer == "auto":
@@ -646,6 +652,7 @@ class TRIPSPretrainer(keras.Model):
                 warmup_steps,
                 total_steps,
                 gradient_accumulation_steps,
+                learning_rate_floor,
             )
         super().compile(optimizer=optimizer, **kwargs)
         # Built now, not inside the first traced step: TensorFlow traces a

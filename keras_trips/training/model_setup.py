@@ -45,6 +45,7 @@ def build_pretrainer(config, total_steps, init_from=None):
         )
     pretrainer.compile(
         learning_rate=config.learning_rate,
+        learning_rate_floor=config.learning_rate_floor,
         weight_decay=config.weight_decay,
         warmup_steps=min(config.warmup_steps, total_steps - 1),
         total_steps=total_steps if config.schedule == "cosine" else None,

@@ -124,6 +124,8 @@ class TrainingConfig:
         steps_per_epoch: None (one pass over the data) or batches per epoch.
         steps: None (`epochs` epochs) or the total batches.
         learning_rate, weight_decay, warmup_steps: AdamW's.
+        learning_rate_floor: the fraction of the peak learning rate that
+            the cosine schedule ends at.
         schedule: one of `SCHEDULES`.
         grad_accumulation: batches per optimizer update.
         output_dir: where checkpoints, logs and models go.
@@ -253,6 +255,12 @@ class TrainingConfig:
     learning_rate: float = _option(
         1e-3, "schedule", "Peak; ALBEF fine-tunes pretrained towers at 1e-4."
     )
+    learning_rate_floor: float = _option(
+        0.2,
+        "schedule",
+        "Fraction of the peak the cosine ends at (ALBEF: 0); keeps ITM and MLM, "
+        "which join late, learning to the end of a short run.",
+    )
     weight_decay: float = _option(0.02, "schedule")
     warmup_steps: int = _option(20, "schedule")
     schedule: str = _option("cosine", "schedule", choices=SCHEDULES)
@@ -368,6 +376,11 @@ class TrainingConfig:
             raise TrainingConfigError(
                 f"{{}} must be in [0, 1). Received: {self.itc_only_fraction}",
                 "itc_only_fraction",
+            )
+        if not 0.0 <= self.learning_rate_floor < 1.0:
+            raise TrainingConfigError(
+                f"{{}} must be in [0, 1). Received: {self.learning_rate_floor}",
+                "learning_rate_floor",
             )
         if not self.selection_distillation >= 0:
             raise TrainingConfigError(
