@@ -23,6 +23,11 @@ def default_optimizer(
     model.compile(optimizer=default_optimizer(1e-4, 0.02, total_steps=1000))
     ```
     """
+    if not 0.0 <= learning_rate_floor < 1.0:
+        raise ValueError(
+            "`learning_rate_floor` is a fraction of the peak learning rate, in "
+            f"[0, 1). Received: {learning_rate_floor}"
+        )
     schedule = learning_rate
     if total_steps is not None:
         schedule = keras.optimizers.schedules.CosineDecay(
