@@ -500,5 +500,8 @@ def test_the_default_schedule_warms_up_then_decays_to_its_floor(floor):
     assert rate_at(60) == pytest.approx(1e-3 * (floor + (1 - floor) / 2))
     assert rate_at(110) == pytest.approx(1e-3 * floor, abs=1e-9)
     assert rate_at(500) == pytest.approx(1e-3 * floor, abs=1e-9)
+
+
+def test_a_learning_rate_floor_outside_the_unit_interval_fails():
     with pytest.raises(ValueError, match=r"`learning_rate_floor` .* \[0, 1\)"):
-        pretrainer.compile(total_steps=110, learning_rate_floor=1.0)
+        micro_pretrainer().compile(total_steps=110, learning_rate_floor=1.0)
