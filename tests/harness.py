@@ -21,6 +21,23 @@ def numpy(x):
     return ops.convert_to_numpy(x)
 
 
+def randomize_weights(model, seed=1, scale=0.2):
+    """Random float weights, large enough for peaked attention, so that a
+    misplaced or skipped weight shows: Keras and keras-hub initialise biases
+    (and register tokens, layer scales) to constants. Scales (`gamma`, layer
+    scales' `lambda`) are centred on one. Integer weights (position ids)
+    stay. Returns the model."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        if "float" not in str(variable.dtype):
+            continue
+        values = rng.normal(scale=scale, size=variable.shape)
+        if variable.name.startswith(("gamma", "lambda")):
+            values += 1.0
+        variable.assign(values.astype("float32"))
+    return model
+
+
 def run_serialization_test(instance):
     """`get_config` is JSON and survives `from_config` and the Keras
     serialize/deserialize round trip unchanged."""

@@ -7,6 +7,7 @@ import keras_hub
 import numpy as np
 import pytest
 from backend_utils import transformers_reference
+from harness import randomize_weights
 from safetensors.numpy import load_file, save_file
 
 from keras_trips.converters import (
@@ -147,15 +148,6 @@ def test_full_clip_checkpoint_loads_its_vision_tower(tmp_path, hf_clip):
 # === keras-hub parity ===
 
 
-def randomize(model):
-    """As `randomize_parameters`, for a keras-hub model."""
-    rng = np.random.default_rng(1)
-    for variable in model.weights:
-        if "float" in str(variable.dtype):
-            value = rng.normal(scale=0.2, size=variable.shape)
-            variable.assign(value + (1.0 if variable.path.endswith("gamma") else 0.0))
-
-
 def test_keras_hub_vit_backbone_matches(tmp_path):
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(32, 32, 3),
@@ -166,7 +158,7 @@ def test_keras_hub_vit_backbone_matches(tmp_path):
         mlp_dim=96,
         layer_norm_epsilon=1e-5,
     )
-    randomize(backbone)
+    randomize_weights(backbone)
     encoder = vision_encoder_from_keras_hub(backbone, **PLAIN)
     expected = to_numpy(backbone(images()))  # keras-hub normalises all tokens
     actual = to_numpy(encoder(images()))
@@ -183,7 +175,7 @@ def test_keras_hub_clip_matches():
         intermediate_dim=96,
         image_shape=(32, 32, 3),
     )
-    randomize(vision)
+    randomize_weights(vision)
     # Presets hold arange here; a freshly built encoder holds zeros.
     vision.embedding.position_ids.assign(np.arange(17)[None])
     encoder = vision_encoder_from_keras_hub(vision, **PLAIN)

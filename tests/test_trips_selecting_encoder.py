@@ -6,6 +6,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from harness import randomize_weights
 from keras import ops
 
 from keras_trips.converters.convert_vit import vision_encoder_from_keras_hub
@@ -50,17 +51,8 @@ def build_encoder(architecture):
 
 
 def randomize(model):
-    """Random float weights, large enough for peaked attention (keras-hub
-    initialises biases, register tokens and layer scales to constants), so a
-    misplaced or skipped layer shows. Integer weights (position ids) stay."""
-    rng = np.random.default_rng(1)
-    for variable in model.weights:
-        if "float" not in str(variable.dtype):
-            continue
-        values = rng.normal(scale=0.2, size=variable.shape)
-        if "gamma" in variable.path or "lambda" in variable.path:
-            values += 1.0
-        variable.assign(values.astype("float32"))
+    """`randomize_weights`, and DINOv2's derived position embeddings."""
+    randomize_weights(model)
     if isinstance(model, keras_hub.models.DINOV2Backbone):
         # DINOv2 saves `position_embeddings` and derives the interpolated copy
         # from them when loading; here both have the image's grid.

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from harness import numpy, run_layer_test
+from harness import numpy, randomize_weights, run_layer_test
 
 from keras_trips.layers import TRIPSVisionBlock
 
@@ -83,12 +83,44 @@ def reference_block(block, tokens):
     return x + dense(gelu(hidden), block.mlp_output)
 
 
+def built_block(**kwargs):
+    """A block with random weights, biases included: the block adds the key
+    and value biases in its own way (see `TRIPSVisionBlock._project`)."""
+    block = TRIPSVisionBlock(**CONFIG, **kwargs)
+    block(**block_inputs())
+    return randomize_weights(block)
+
+
 def test_matches_a_numpy_vit_block():
-    block = TRIPSVisionBlock(**CONFIG)
+    block = built_block()
     tokens = block_inputs()["tokens"]
     output, indices, scores = block(tokens)
     assert indices is None and scores is None
     np.testing.assert_allclose(numpy(output), reference_block(block, tokens), atol=1e-4)
+
+
+def test_selection_scores_match_numpy_attention_with_the_key_bias():
+    block = built_block(keep_rate=0.5)
+    inputs = block_inputs()
+    _, indices, scores = block(**inputs)
+    # The text [CLS]'s attention on the image tokens, per head, averaged;
+    # query and keys with their biases.
+    heads, head_dim = block.num_heads, block.head_dim
+
+    def project(x):
+        return dense(layer_norm(x, block.attention_norm), block.qkv_dense)
+
+    text_query = project(inputs["text_embedding"])[:, :16]
+    keys = project(inputs["tokens"])[:, 1:, 16:32]
+    expected = 0
+    for h in range(heads):
+        part = slice(h * head_dim, (h + 1) * head_dim)
+        logits = np.einsum("bd,bnd->bn", text_query[:, part], keys[..., part])
+        weights = np.exp(logits / math.sqrt(head_dim))
+        expected = expected + weights / weights.sum(-1, keepdims=True) / heads
+    np.testing.assert_allclose(numpy(scores), expected, atol=1e-5)
+    expected_indices = np.sort(np.argsort(-expected, axis=-1)[:, :8], axis=-1)
+    np.testing.assert_array_equal(numpy(indices), expected_indices)
 
 
 def test_selection_keeps_the_block_output_of_the_kept_tokens():

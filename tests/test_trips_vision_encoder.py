@@ -3,7 +3,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from harness import run_model_saving_test, run_precision_test, run_serialization_test
+from harness import (
+    randomize_weights,
+    run_model_saving_test,
+    run_precision_test,
+    run_serialization_test,
+)
 from keras import ops
 
 from keras_trips.layers import TRIPSPatchSelection
@@ -59,7 +64,8 @@ def test_all_keep_rates_one_equal_the_plain_vit():
 
 
 def test_text_guidance_uses_the_block_query_and_key_projections():
-    encoder = tiny_encoder(keep_rate=0.5)
+    # Random biases too: the block leaves the key bias out of its logits.
+    encoder = randomize_weights(tiny_encoder(keep_rate=0.5))
     inputs = tiny_inputs()
     block = encoder.blocks[0]
     tokens = encoder.patch_embedding(inputs["images"])
@@ -72,6 +78,18 @@ def test_text_guidance_uses_the_block_query_and_key_projections():
     )
     np.testing.assert_array_equal(numpy(indices), numpy(expected_indices))
     np.testing.assert_allclose(numpy(scores), numpy(expected_scores), atol=1e-6)
+
+
+def test_int8_quantized_encoder_stays_close():
+    # Quantized projections go through Keras' own Dense calls, which add
+    # every bias themselves (the float path folds the key and value biases).
+    encoder = randomize_weights(tiny_encoder(keep_rate=0.5))
+    inputs = tiny_inputs()
+    expected = numpy(encoder(inputs))
+    encoder.quantize("int8")
+    assert encoder.blocks[0].qkv_dense.quantization_mode == "int8"
+    error = np.abs(numpy(encoder(inputs)) - expected).max()
+    assert error < 0.05 * np.abs(expected).max()
 
 
 def test_text_changes_the_selection_and_missing_text_falls_back_to_image():

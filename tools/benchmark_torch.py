@@ -273,6 +273,11 @@ def format_table(report):
         f"{report['machine']['load_average_after']}",
         f"outputs: ours - reference at most "
         f"{report['max_abs_difference_from_reference']:.2e}",
+        "allocator: "
+        + (
+            " ".join(f"{k}={v}" for k, v in report["allocator_environment"].items())
+            or "glibc malloc defaults (README: the page faults)"
+        ),
         "time/ref: time over the reference's (target for none: <= 1.05); "
         "ref/time: the reference's time over ours; pred x: FLOPs-predicted "
         "speedup; meas/pred: (ref/time) / (pred x) (target for selection: >= 0.90); "

@@ -183,18 +183,19 @@ class TRIPSVisionBlock(keras.layers.Layer):
         training=None,
     ):
         self._check_inputs(tokens, text_embedding, keep_rate)
-        qkv = self.qkv_dense(self.attention_norm(tokens))
-        query, keys, values = ops.split(qkv, 3, axis=-1)
+        folds_biases = self._folds_biases()
+        query, keys, values = self._project(self.attention_norm(tokens), folds_biases)
         attended = ops.dot_product_attention(
             self._split_heads(query),
             self._split_heads(keys),
             self._split_heads(values),
         )
         attended = ops.reshape(attended, (-1, tokens.shape[1], self.hidden_dim))
-        x = tokens + self._dropout(self.output_dense(attended), training)
+        attended = self._output_projection(attended, folds_biases)
+        x = tokens + self._dropout(attended, training)
         # Free what the MLP does not need: on eager backends (torch) a lower
         # peak of live memory means fewer fresh, page-faulting allocations.
-        del qkv, values, attended
+        del values, attended
 
         indices = scores = None
         keep_rate = self.keep_rate if keep_rate is None else keep_rate
@@ -208,6 +209,38 @@ class TRIPSVisionBlock(keras.layers.Layer):
 
         hidden = self.mlp_output(self.mlp_intermediate(self.mlp_norm(x)))
         return x + self._dropout(hidden, training), indices, scores
+
+    def _folds_biases(self):
+        # Quantized projections keep their own calls, which add the biases.
+        return not (
+            self.qkv_dense.quantization_mode or self.output_dense.quantization_mode
+        )
+
+    def _project(self, normed, folds_biases):
+        """The attention's query, keys and values, `(B, T, hidden_dim)` each.
+
+        With `folds_biases`, only the query gets its bias. The key bias adds
+        `q . b_k` to every logit of a query alike, which the softmax (of the
+        attention and of the selection scores) cancels. The value bias adds
+        `b_v` to every attention output row, since attention weights sum to
+        one; `_output_projection` adds it, projected, with its own bias. Each
+        add skipped saves a pass over a token-sized tensor and its buffer
+        (Keras' `Dense` adds its bias apart from the matmul).
+        """
+        if not folds_biases:
+            return ops.split(self.qkv_dense(normed), 3, axis=-1)
+        width = self.hidden_dim
+        projected = ops.matmul(normed, self.qkv_dense.kernel)
+        query = projected[..., :width] + self.qkv_dense.bias[:width]
+        return query, projected[..., width : 2 * width], projected[..., 2 * width :]
+
+    def _output_projection(self, attended, folds_biases):
+        if not folds_biases:
+            return self.output_dense(attended)
+        kernel = self.output_dense.kernel
+        value_bias = self.qkv_dense.bias[2 * self.hidden_dim :]
+        bias = ops.matmul(value_bias, kernel) + self.output_dense.bias
+        return ops.matmul(attended, kernel) + bias
 
     def _dropout(self, x, training):
         # At rate 0 the Dropout layer is the identity; skipping its call saves
@@ -249,6 +282,11 @@ class _FusedProjection(keras.layers.Dense):
     Files saved before the projections were fused hold nothing under its
     name: there the block's `_ProjectionPart`s load it (see there).
     """
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        # Keras' type check quantizes `Dense` itself, not its subclasses; this
+        # one computes what a `Dense` does.
+        super().quantize(mode, type_check=False, config=config)
 
     def load_own_variables(self, store):
         if len(store.keys()):
