@@ -34,7 +34,9 @@ class TRIPSVisionBlock(keras.layers.Layer):
     The query, key and value projections are one `Dense`, `qkv_dense`, whose
     output is `[query | key | value]` (timm's `qkv` layout);
     `query_dense`, `key_dense` and `value_dense` project with its thirds.
-    Files saved when they were three `Dense` layers load into it.
+    Files saved when they were three `Dense` layers load into it. The
+    attention leaves the key bias out (the softmax cancels it) and adds the
+    value bias after the output projection: the same function, fewer adds.
 
     Args:
         hidden_dim: int. Token width.
