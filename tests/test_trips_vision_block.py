@@ -105,13 +105,13 @@ def test_selection_scores_match_numpy_attention_with_the_key_bias():
     _, indices, scores = block(**inputs)
     # The text [CLS]'s attention on the image tokens, per head, averaged;
     # query and keys with their biases.
-    heads, head_dim = block.num_heads, block.head_dim
+    heads, head_dim, width = block.num_heads, block.head_dim, block.hidden_dim
 
     def project(x):
         return dense(layer_norm(x, block.attention_norm), block.qkv_dense)
 
-    text_query = project(inputs["text_embedding"])[:, :16]
-    keys = project(inputs["tokens"])[:, 1:, 16:32]
+    text_query = project(inputs["text_embedding"])[:, :width]
+    keys = project(inputs["tokens"])[:, 1:, width : 2 * width]
     expected = 0
     for h in range(heads):
         part = slice(h * head_dim, (h + 1) * head_dim)
