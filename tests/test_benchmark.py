@@ -1,5 +1,6 @@
 """tools/benchmark.py: a tiny run on the current backend, FLOPs by hand."""
 
+import argparse
 import importlib.util
 import itertools
 import json
@@ -143,6 +144,20 @@ def test_torch_task_times_ours_beside_the_plain_pytorch_vit(tmp_path_factory):
             )
             assert entry["median_page_faults"] >= 0
     assert results["pytorch"]["inference"]["time_over_reference"] == 1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch models")
+def test_a_torch_model_process_that_stops_is_named():
+    cli = load_cli()
+    benchmark_torch = cli.load_torch_benchmark()
+    args = argparse.Namespace(
+        image_size=32, batch_size=2, selection_layers=(0, 1), skip_train=True
+    )
+    with (
+        pytest.raises(RuntimeError, match="process running 'no model' stopped"),
+        benchmark_torch.model_processes(args, cli.TINY, ["none", "no model"]),
+    ):
+        pass
 
 
 @pytest.mark.skipif(keras.backend.backend() == "torch", reason="other backends")

@@ -30,6 +30,16 @@ import os
 import platform
 import sys
 
+# The recipes' filter keeps TensorFlow's C++ start-up notes off the console,
+# the torch task's model processes' included (they write to this stderr).
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
+)
+import native_logs
+
+if __name__ == "__main__":  # not in the tests, which import this file
+    native_logs.filter_native_logs()
+
 import keras
 
 from keras_trips.models import TRIPSBackbone, TRIPSPretrainer, TRIPSVisionEncoder

@@ -10,15 +10,22 @@ anything is timed). Two modes, eager:
 - train: one training step, the same for every model: a linear head on the
   [CLS] token, cross-entropy, backward, and `torch.optim.AdamW`.
 
-Calls are interleaved, every other round in reverse order (reference, ours,
-ours at 0.7, ours at 0.5, then ours at 0.5, ours at 0.7, ours, reference,
-...), and each ratio is the median of the per-round ratios. With
+Each model runs in a process of its own, as a user's model does: in one
+process the models' buffers share glibc's heap, and the holes that one
+model's calls leave decide whether the other's large buffers are reused or
+mapped afresh (page faults). The processes take turns, every other round in
+reverse order (reference, ours, ours at 0.7, ours at 0.5, then ours at 0.5,
+ours at 0.7, ours, reference, ...), so that changing machine load reaches
+them alike, and each ratio is the median of the per-round ratios. With
 `--jit-compile true` it times instead our plain encoder's inference through
 Keras' `predict_on_batch`, eager and with `jit_compile=True` (torch.compile
 with inductor), against the reference, with the compile time (the first
-call).
+call), all in this process.
 """
 
+import contextlib
+import functools
+import multiprocessing
 import os
 import resource
 import statistics
@@ -143,23 +150,81 @@ def inference(forward):
     return call
 
 
-def counting_page_faults(functions):
-    """Wraps each function to record the minor page faults of its calls:
-    fresh memory that the kernel maps and zero-fills, a cost that depends on
-    how the allocator reuses freed blocks."""
-    faults = {name: [] for name in functions}
+def minor_page_faults():
+    """This process's minor page faults so far: fresh memory that the kernel
+    maps and zero-fills, a cost that depends on how the allocator reuses
+    freed blocks."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-    def counted(name, function):
-        def call():
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            function()
-            faults[name].append(
-                resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+def serve_model(args, architecture, name, connection):
+    """A model process: builds the models as `build_models` does (the same
+    weights and batch in every process), then runs `name`'s step for each
+    mode it receives and answers with the step's minor page faults."""
+    plain, selecting, reference, batch = build_models(args, architecture)
+    forward, model = model_calls(plain, selecting, reference, batch)[name]
+    steps = {"inference": inference(forward)}
+    if not args.skip_train:
+        steps["train"] = training_step(
+            forward, model, batch["labels"], plain.hidden_dim
+        )
+    connection.send("ready")
+    for mode in iter(connection.recv, None):
+        before = minor_page_faults()
+        steps[mode]()
+        connection.send(minor_page_faults() - before)
+
+
+@contextlib.contextmanager
+def model_processes(args, architecture, names):
+    """Starts a `serve_model` process per name; yields name -> `step(mode)`,
+    which runs that model's step in its process and returns the step's page
+    faults."""
+    # Spawned, not forked: a fork would start from this process's heap.
+    context = multiprocessing.get_context("spawn")
+    connections, processes = {}, []
+    try:
+        for name in names:
+            connection, child_connection = context.Pipe()
+            process = context.Process(
+                target=serve_model,
+                args=(args, architecture, name, child_connection),
+                name=f"benchmark-{name}",
+                daemon=True,
             )
+            process.start()
+            # Only the child holds its end now, so its exit reads as EOF here.
+            child_connection.close()
+            connections[name] = connection
+            processes.append(process)
+        for name, connection in connections.items():
+            _answer(connection, name)
+        yield {
+            name: functools.partial(_run_step, connection, name)
+            for name, connection in connections.items()
+        }
+    finally:
+        for connection in connections.values():
+            with contextlib.suppress(OSError):
+                connection.send(None)
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.terminate()
 
-        return call
 
-    return {name: counted(name, f) for name, f in functions.items()}, faults
+def _run_step(connection, name, mode):
+    connection.send(mode)
+    return _answer(connection, name)
+
+
+def _answer(connection, name):
+    try:
+        return connection.recv()
+    except EOFError:
+        raise RuntimeError(
+            f"The process running {name!r} stopped; its traceback is above."
+        ) from None
 
 
 def predicted_speedups(plain, selecting):
@@ -178,7 +243,7 @@ def run(args, architecture):
     if args.jit_compile == "true":
         results = compiled_inference(args, plain, reference, batch)
     else:
-        results = eager_comparison(args, plain, selecting, reference, batch)
+        results = eager_comparison(args, architecture, plain, selecting)
     return {
         "max_abs_difference_from_reference": difference,
         "torch_threads": torch.get_num_threads(),
@@ -187,39 +252,46 @@ def run(args, architecture):
     }
 
 
-def eager_comparison(args, plain, selecting, reference, batch):
-    """Inference and training steps of ours and the reference, eagerly."""
-    calls = model_calls(plain, selecting, reference, batch)
-    modes = {"inference": {name: inference(f) for name, (f, _) in calls.items()}}
-    if not args.skip_train:
-        width = plain.hidden_dim
-        modes["train"] = {
-            name: training_step(forward, model, batch["labels"], width)
-            for name, (forward, model) in calls.items()
-        }
+def eager_comparison(args, architecture, plain, selecting):
+    """Inference and training steps of ours and the reference, eagerly, each
+    model in a process of its own (`model_processes`)."""
     results = {
         name: {"predicted_speedup": speedup, "gflops_per_image": flops / 1e9}
         for name, (speedup, flops) in predicted_speedups(plain, selecting).items()
     }
-    for mode, functions in modes.items():
-        print(f"[torch] timing {mode}: {', '.join(functions)} interleaved ...")
-        functions, faults = counting_page_faults(functions)
-        timings = benchmarking.interleaved_timings(
-            functions, steps=args.steps, warmup=args.warmup, alternate=True
-        )
-        reference_times = timings[REFERENCE]["times_s"]
-        for name, timing in timings.items():
-            entry = benchmarking.timing_summary(
-                timing,
-                reference_times,
-                args.batch_size,
-                results[name]["predicted_speedup"],
+    modes = ["inference"] + ([] if args.skip_train else ["train"])
+    with model_processes(args, architecture, list(results)) as steps:
+        for mode in modes:
+            print(f"[torch] timing {mode}: {', '.join(steps)}, taking turns ...")
+            faults = {name: [] for name in steps}
+            timings = benchmarking.interleaved_timings(
+                {
+                    name: functools.partial(_faults_of, step, mode, faults[name])
+                    for name, step in steps.items()
+                },
+                steps=args.steps,
+                warmup=args.warmup,
+                alternate=True,
             )
-            # The target for our plain encoder: time(ours) / time(reference).
-            entry["time_over_reference"] = 1.0 / entry["measured_speedup"]
-            entry["median_page_faults"] = statistics.median(faults[name][-args.steps :])
-            results[name][mode] = entry
+            reference_times = timings[REFERENCE]["times_s"]
+            for name, timing in timings.items():
+                entry = benchmarking.timing_summary(
+                    timing,
+                    reference_times,
+                    args.batch_size,
+                    results[name]["predicted_speedup"],
+                )
+                # The target for our plain encoder: time(ours) / time(reference).
+                entry["time_over_reference"] = 1.0 / entry["measured_speedup"]
+                entry["median_page_faults"] = statistics.median(
+                    faults[name][-args.steps :]
+                )
+                results[name][mode] = entry
     return results
+
+
+def _faults_of(step, mode, faults):
+    faults.append(step(mode))
 
 
 def compiled_inference(args, plain, reference, batch):
