@@ -12,6 +12,7 @@ from keras_trips.layers.trips_fusion_encoder import TRIPSFusionEncoder
 from keras_trips.layers.trips_text_encoder import TRIPSTextEncoder
 from keras_trips.models import preset_directory
 from keras_trips.models.trips_vision_encoder import TRIPSVisionEncoder
+from keras_trips.utils.saving import dtype_policy_config
 
 PRESETS = {
     # Seconds to build and trace: tests, benchmarks' smoke runs, debugging.
@@ -446,6 +447,7 @@ class TRIPSBackbone(keras.Model):
                 "vision_stem": self.vision_stem,
                 "dropout": self.dropout,
                 "text_trainable": self.text_encoder.trainable,
+                "dtype": dtype_policy_config(self),
             }
         )
         return config

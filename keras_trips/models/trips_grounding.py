@@ -64,7 +64,7 @@ class TRIPSGrounding(TRIPSTask):
         # === Layers ===
         widths = self.feature_widths()
         width = widths["fusion"]
-        dtype = backbone.dtype_policy
+        dtype = self.dtype_policy
         self.box_head = TRIPSTaskHead(
             width,
             width,

@@ -43,7 +43,7 @@ class TRIPSNLVR2(TRIPSTask):
             width,
             2,
             dropout=dropout,
-            dtype=backbone.dtype_policy,
+            dtype=self.dtype_policy,
             name="pair_head",
         )
 

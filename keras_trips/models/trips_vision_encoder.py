@@ -13,6 +13,7 @@ from keras_trips.models.trips_selection_stages import (
     TRIPSSelectionStages,
     validate_selection,
 )
+from keras_trips.utils.saving import dtype_policy_config
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -261,6 +262,7 @@ class TRIPSVisionEncoder(TRIPSSelectionStages, keras.Model):
                 "pre_norm": self.pre_norm,
                 "patch_bias": self.patch_bias,
                 "stem": self.stem,
+                "dtype": dtype_policy_config(self),
             }
         )
         return config

@@ -54,7 +54,7 @@ class TRIPSVQA(TRIPSTask):
             2 * width,
             len(answers),
             dropout=dropout,
-            dtype=backbone.dtype_policy,
+            dtype=self.dtype_policy,
             name="answer_head",
         )
 

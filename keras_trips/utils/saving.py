@@ -72,3 +72,31 @@ def _check_keras_archive(path):
             f"Model file {path} is a corrupt .keras file: its member {damaged} "
             "fails its checksum."
         )
+
+
+def dtype_policy_config(model):
+    """The `dtype` entry of `model`'s config, quantized layers included.
+
+    A model that builds its own sublayers gives them its float policy, so a
+    loaded copy of a quantized model would build float layers that cannot
+    take the saved quantized weights. As keras-hub's `Backbone` does, the
+    entry becomes a `DTypePolicyMap` from each quantized layer's path to its
+    policy, defaulting to the model's own: the loaded model's layers, built
+    under the same paths, find their quantized policies there.
+
+    Args:
+        model: a built `keras.Model` whose layers pass its `dtype_policy` to
+            the layers they build.
+    """
+    policy = model.dtype_policy
+    if not isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+        quantized = {
+            layer.path: layer.dtype_policy
+            for layer in model._flatten_layers()
+            if layer.quantization_mode is not None
+        }
+        if quantized:
+            # By name: the map keeps its default as given, and a policy object
+            # would serialize with a shared-object id that loading adds.
+            policy = keras.dtype_policies.DTypePolicyMap(policy.name, quantized)
+    return keras.dtype_policies.serialize(policy)
