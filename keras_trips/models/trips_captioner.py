@@ -106,14 +106,14 @@ class TRIPSCaptioner(TRIPSTask):
         self.position_embedding = keras_hub.layers.PositionEmbedding(
             sequence_length,
             initializer=bert_kernel_initializer(),
-            dtype=self.dtype_policy,
+            dtype=backbone.dtype_policy,
             name="position_embedding",
         )
         self.embedding_norm = keras.layers.LayerNormalization(
-            epsilon=1e-12, dtype=self.dtype_policy, name="embedding_norm"
+            epsilon=1e-12, dtype=backbone.dtype_policy, name="embedding_norm"
         )
         self.embedding_dropout = keras.layers.Dropout(
-            dropout, dtype=self.dtype_policy, name="embedding_dropout"
+            dropout, dtype=backbone.dtype_policy, name="embedding_dropout"
         )
         self.decoder_layers = [
             bert_layer(
@@ -121,7 +121,7 @@ class TRIPSCaptioner(TRIPSTask):
                 intermediate_dim,
                 num_heads,
                 dropout,
-                self.dtype_policy,
+                backbone.dtype_policy,
                 f"decoder_layer_{i}",
             )
             for i in range(num_layers)

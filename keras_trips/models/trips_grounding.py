@@ -64,7 +64,7 @@ class TRIPSGrounding(TRIPSTask):
         # === Layers ===
         widths = self.feature_widths()
         width = widths["fusion"]
-        dtype = self.dtype_policy
+        dtype = backbone.dtype_policy
         self.box_head = TRIPSTaskHead(
             width,
             width,

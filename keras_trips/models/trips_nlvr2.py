@@ -43,7 +43,7 @@ class TRIPSNLVR2(TRIPSTask):
             width,
             2,
             dropout=dropout,
-            dtype=self.dtype_policy,
+            dtype=backbone.dtype_policy,
             name="pair_head",
         )
 

@@ -27,7 +27,7 @@ from keras_trips.models import preset_directory
 from keras_trips.models.default_optimizer import default_optimizer
 from keras_trips.models.trips_momentum_model import TRIPSMomentumModel, masked_lm_head
 from keras_trips.utils import replicas
-from keras_trips.utils.saving import dtype_policy_config
+from keras_trips.utils.saving import serialize_backbone
 from keras_trips.utils.train_step import distinct_train_step
 
 LOSSES = ("itc_loss", "itm_loss", "mlm_loss", "selection_loss")
@@ -156,9 +156,6 @@ class TRIPSPretrainer(keras.Model):
         selection_distillation=0.0,
         **kwargs,
     ):
-        # The heads follow the backbone's dtype policy (a loaded quantized
-        # pretrainer passes its map).
-        kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(**kwargs)
         if queue_size < 1:
             raise ValueError(f"`queue_size` must be positive. Received: {queue_size}")
@@ -185,7 +182,7 @@ class TRIPSPretrainer(keras.Model):
 
         # === Layers ===
         self.backbone = backbone
-        dtype = self.dtype_policy
+        dtype = backbone.dtype_policy
         self.vision_projection = keras.layers.Dense(
             embedding_dim, dtype=dtype, name="vision_projection"
         )
@@ -735,7 +732,7 @@ class TRIPSPretrainer(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "backbone": serialize_backbone(self),
                 "embedding_dim": self.embedding_dim,
                 "temperature": self.initial_temperature,
                 "use_momentum": self.use_momentum,
@@ -748,7 +745,6 @@ class TRIPSPretrainer(keras.Model):
                 "itm_guidance": self.itm_guidance,
                 "selection_distillation": self.selection_distillation,
                 "fusion_objectives_start_step": self.fusion_objectives_start_step,
-                "dtype": dtype_policy_config(self),
             }
         )
         return config

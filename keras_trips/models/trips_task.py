@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from keras_trips.models.default_optimizer import default_optimizer
-from keras_trips.utils.saving import dtype_policy_config
+from keras_trips.utils.saving import serialize_backbone
 
 
 @keras.saving.register_keras_serializable(package="keras_trips")
@@ -26,9 +26,6 @@ class TRIPSTask(keras.Model):
     """
 
     def __init__(self, backbone, **kwargs):
-        # The task's own layers follow the backbone's dtype policy, as
-        # keras-hub's tasks do (a loaded quantized task passes its map).
-        kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(**kwargs)
         self.backbone = backbone
 
@@ -145,8 +142,7 @@ class TRIPSTask(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        config["dtype"] = dtype_policy_config(self)
+        config["backbone"] = serialize_backbone(self)
         return config
 
     @classmethod

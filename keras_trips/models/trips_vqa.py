@@ -54,7 +54,7 @@ class TRIPSVQA(TRIPSTask):
             2 * width,
             len(answers),
             dropout=dropout,
-            dtype=self.dtype_policy,
+            dtype=backbone.dtype_policy,
             name="answer_head",
         )
 

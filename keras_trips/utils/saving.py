@@ -74,21 +74,23 @@ def _check_keras_archive(path):
         )
 
 
-def dtype_policy_config(model):
-    """The `dtype` entry of `model`'s config, quantized layers included.
+def dtype_policy_config(model, policy=None):
+    """The `dtype` entry of a config, quantized layers included.
 
     A model that builds its own sublayers gives them its float policy, so a
     loaded copy of a quantized model would build float layers that cannot
     take the saved quantized weights. As keras-hub's `Backbone` does, the
     entry becomes a `DTypePolicyMap` from each quantized layer's path to its
-    policy, defaulting to the model's own: the loaded model's layers, built
-    under the same paths, find their quantized policies there.
+    policy: the loaded model's layers, built under the same paths, find
+    their quantized policies there.
 
     Args:
         model: a built `keras.Model` whose layers pass its `dtype_policy` to
-            the layers they build.
+            the layers they build (or, for a task, its backbone's).
+        policy: the policy the map defaults to (and the entry when nothing
+            is quantized); by default `model.dtype_policy`.
     """
-    policy = model.dtype_policy
+    policy = model.dtype_policy if policy is None else policy
     if not isinstance(policy, keras.dtype_policies.DTypePolicyMap):
         quantized = {
             layer.path: layer.dtype_policy
@@ -100,3 +102,15 @@ def dtype_policy_config(model):
             # would serialize with a shared-object id that loading adds.
             policy = keras.dtype_policies.DTypePolicyMap(policy.name, quantized)
     return keras.dtype_policies.serialize(policy)
+
+
+def serialize_backbone(task):
+    """`task.backbone` serialized for `task`'s config.
+
+    A task builds its heads with its backbone's dtype policy, so the
+    backbone's `dtype` entry maps the task's quantized layers, heads
+    included (`dtype_policy_config`).
+    """
+    config = keras.saving.serialize_keras_object(task.backbone)
+    config["config"]["dtype"] = dtype_policy_config(task, task.backbone.dtype_policy)
+    return config
