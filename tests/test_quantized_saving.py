@@ -27,22 +27,24 @@ def quantized_paths(model):
 
 
 @pytest.mark.parametrize(
-    "build, inputs",
+    "build, inputs, head",
     [
-        (lambda: tiny_encoder(keep_rate=0.5), tiny_inputs),
+        (lambda: tiny_encoder(keep_rate=0.5), tiny_inputs, None),
         # A task: its head and its backbone's encoders.
         (
             lambda: TRIPSVQA(TRIPSBackbone(**MICRO), answers=["yes", "no"]),
             backbone_inputs,
+            "answer_head/output",
         ),
     ],
     ids=["vision_encoder", "vqa"],
 )
-def test_quantized_model_round_trip(build, inputs, tmp_path):
+def test_quantized_model_round_trip(build, inputs, head, tmp_path):
     model = randomize_weights(build())
     model.quantize("int8")
     paths = quantized_paths(model)
     assert any(path.endswith("block_0/qkv") for path in paths), paths
+    assert head is None or head in paths
     loaded = run_model_saving_test(model, inputs(), tmp_path)
     assert quantized_paths(loaded) == paths
 

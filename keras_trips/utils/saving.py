@@ -1,4 +1,5 @@
-"""Loading saved models with errors that name the file and the cause."""
+"""Saving and loading: errors that name the file and the cause, and config
+entries that keep quantized layers quantized."""
 
 import os
 import zipfile
